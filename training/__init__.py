@@ -1,0 +1,1 @@
+"""Training for lincae models (depends on lincae_cli, never the reverse)."""

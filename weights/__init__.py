@@ -1,0 +1,1 @@
+"""Weights shipped with lincae (safetensors files and their model card)."""
