@@ -1,43 +1,72 @@
-"""Atomic file output: write to a temporary file beside the target, then rename.
+"""Atomic file output: write a temporary file beside the target, then rename it over.
 
-An interrupted run (exception, Ctrl-C, crash) never leaves a partial file at the target path.
+Readers see either the old file or the complete new one: an interrupted run (exception,
+Ctrl-C, crash) never leaves a partial file at the target path.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from lincae_cli.errors import LincaeError
 
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; on success, fsync it and rename it over
-    `path`. On any exception the temporary file is removed and the target is untouched.
 
-    `suffix` defaults to the target's suffix so that format-by-extension writers still work.
+@contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success move it onto ``path`` atomically.
+
+    The caller writes (or has a library write) the temporary file; on a clean exit it is
+    fsynced and renamed over ``path``, so readers see either the old file or the complete
+    new one, never a partial file. On an exception the temporary file is removed and
+    ``path`` is left untouched. The temporary name keeps ``path``'s suffix because some
+    writers (soundfile, numpy) choose the format from the extension.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.",
-        suffix=(target.suffix if suffix is None else suffix) + ".part",
-        dir=target.parent,
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
+    temporary = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:12]}.partial{target.suffix}")
     try:
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        yield temporary
+        _fsync_file(temporary)
+        os.replace(temporary, target)
+        _fsync_directory(target.parent)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(data)
+    """Write ``data`` to ``path`` atomically (see `atomic_output`).
+
+    The target's folder must exist; a failure to write (missing or read-only folder, full
+    disk) is a LincaeError naming the file.
+    """
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise LincaeError(f"{target}: directory {target.parent} does not exist")
+    try:
+        with atomic_output(target) as temporary:
+            temporary.write_bytes(data)
+    except OSError as error:
+        raise LincaeError(f"{target}: cannot write ({error.strerror or error})") from None
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable; not every platform can open a directory (Windows).
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)

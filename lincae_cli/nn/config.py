@@ -206,14 +206,14 @@ PUBLISHED = ModelConfig()
 PRESETS: dict[str, ModelConfig] = {
     "published": PUBLISHED,
     "small": ModelConfig(
-        base_channels=32,
+        base_channels=16,
         layers=(1, 1, 1, 1, 1),
         multipliers=(1, 2, 4, 4, 4),
         attention=(0, 0, 0, 1, 1),
         encoder_attention=(0, 0, 0, 1, 1),
-        bottleneck_base_channels=256,
+        bottleneck_base_channels=128,
         num_bottleneck_layers=2,
-        cond_channels=128,
+        cond_channels=64,
     ),
     "tiny": ModelConfig(
         base_channels=8,

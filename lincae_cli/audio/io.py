@@ -1,0 +1,214 @@
+"""Audio files in and out: read (soundfile), resample (soxr), write atomically, peak helpers.
+
+Audio arrays are float32 numpy ``[channels, samples]`` throughout; ``"-"`` means stdin or
+stdout.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import soxr
+
+from lincae_cli.atomic import atomic_write_bytes
+from lincae_cli.errors import LincaeError
+
+STDIO_NAME = "-"
+LAT_SUFFIX = ".lat"
+RESAMPLE_QUALITY = "VHQ"
+
+# File suffix -> soundfile container format; only those this libsndfile can write.
+_SUFFIX_FORMATS = {
+    ".wav": "WAV",
+    ".flac": "FLAC",
+    ".ogg": "OGG",
+    ".oga": "OGG",
+    ".aiff": "AIFF",
+    ".aif": "AIFF",
+    ".aifc": "AIFF",
+    ".au": "AU",
+    ".caf": "CAF",
+    ".w64": "W64",
+    ".rf64": "RF64",
+    ".mp3": "MP3",
+}
+AUDIO_EXTENSIONS: dict[str, str] = {
+    suffix: container
+    for suffix, container in _SUFFIX_FORMATS.items()
+    if container in soundfile.available_formats()
+}
+
+
+def is_audio_path(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` has a suffix we can read and write as audio (see `AUDIO_EXTENSIONS`)."""
+    return Path(path).suffix.lower() in AUDIO_EXTENSIONS
+
+
+def is_lat_path(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a latent file (suffix ``.lat``)."""
+    return Path(path).suffix.lower() == LAT_SUFFIX
+
+
+def audio_from_bytes(data: bytes, name: str = "<bytes>") -> tuple[np.ndarray, int]:
+    """Decode an audio file held in memory; returns (float32 ``[channels, samples]``, rate)."""
+    if not data:
+        raise LincaeError(f"{name}: no audio data (empty input)")
+    return _decode(io.BytesIO(data), name)
+
+
+def read_audio(source: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
+    """Read an audio file, or stdin for ``"-"``; returns (float32 ``[channels, samples]``, rate).
+
+    Raises `LincaeError` naming the file if it is missing, unreadable, empty, or holds NaN/Inf.
+    """
+    if os.fspath(source) == STDIO_NAME:
+        return audio_from_bytes(sys.stdin.buffer.read(), "<stdin>")
+    path = Path(source)
+    if not path.exists():
+        raise LincaeError(f"{path}: no such file")
+    if path.is_dir():
+        raise LincaeError(f"{path}: is a directory, not an audio file")
+    return _decode(path, str(path))
+
+
+def _decode(file: Path | io.BytesIO, name: str) -> tuple[np.ndarray, int]:
+    try:
+        samples, sample_rate = soundfile.read(file, dtype="float32", always_2d=True)
+    except MemoryError:
+        # A corrupt header can claim an absurd number of frames.
+        raise LincaeError(f"{name}: cannot read audio (corrupt length in header)") from None
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        raise LincaeError(f"{name}: cannot read audio ({_first_line(error)})") from None
+    except OSError as error:
+        raise LincaeError(f"{name}: cannot read ({error.strerror or error})") from None
+    audio = np.ascontiguousarray(samples.T)
+    if audio.shape[1] == 0:
+        raise LincaeError(f"{name}: audio is empty (0 samples)")
+    if not np.isfinite(audio).all():
+        raise LincaeError(f"{name}: audio contains NaN or Inf samples")
+    return audio, int(sample_rate)
+
+
+def resampled_length(num_samples: int, sample_rate_in: int, sample_rate_out: int) -> int:
+    """Length after resampling: ``num_samples * out / in`` rounded half up (as soxr does)."""
+    return (2 * num_samples * sample_rate_out + sample_rate_in) // (2 * sample_rate_in)
+
+
+def resample(audio: np.ndarray, sample_rate_in: int, sample_rate_out: int) -> np.ndarray:
+    """Resample float32 ``[channels, samples]`` with soxr (VHQ).
+
+    The result is ``[channels, resampled_length(samples, in, out)]``; equal rates return the
+    input unchanged.
+    """
+    if sample_rate_in <= 0 or sample_rate_out <= 0:
+        raise LincaeError(f"cannot resample from {sample_rate_in} Hz to {sample_rate_out} Hz")
+    if audio.ndim != 2:
+        raise ValueError(f"audio must be [channels, samples], got shape {audio.shape}")
+    if sample_rate_in == sample_rate_out:
+        return audio
+    resampled = soxr.resample(
+        np.ascontiguousarray(audio.T, dtype=np.float32),
+        sample_rate_in,
+        sample_rate_out,
+        quality=RESAMPLE_QUALITY,
+    )
+    resampled = resampled.reshape(-1, audio.shape[0]).T
+    # Pin the length so callers can rely on the formula whatever soxr's rounding.
+    length = resampled_length(audio.shape[1], sample_rate_in, sample_rate_out)
+    if resampled.shape[1] < length:
+        resampled = np.pad(resampled, ((0, 0), (0, length - resampled.shape[1])))
+    return np.ascontiguousarray(resampled[:, :length], dtype=np.float32)
+
+
+def audio_to_bytes(
+    audio: np.ndarray, sample_rate: int, container: str = "WAV", subtype: str | None = None
+) -> bytes:
+    """Encode ``[channels, samples]`` audio as a file in memory (WAV by default).
+
+    ``container`` is a soundfile format name, as in `AUDIO_EXTENSIONS` values.
+
+    ``subtype`` is a soundfile subtype (``"PCM_16"``, ``"PCM_24"``, ``"FLOAT"``...); None uses
+    soundfile's default for the format (16-bit PCM for WAV/FLAC/AIFF).
+    """
+    if audio.ndim != 2 or audio.shape[0] < 1:
+        raise ValueError(f"audio must be [channels, samples], got shape {audio.shape}")
+    buffer = io.BytesIO()
+    try:
+        soundfile.write(buffer, audio.T, sample_rate, format=container, subtype=subtype)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        raise LincaeError(
+            f"cannot encode {audio.shape[0]}-channel {sample_rate} Hz audio as {container}"
+            f"{'/' + subtype if subtype else ''} ({_first_line(error)})"
+        ) from None
+    return buffer.getvalue()
+
+
+def write_audio(
+    target: str | os.PathLike[str],
+    audio: np.ndarray,
+    sample_rate: int,
+    subtype: str | None = None,
+) -> None:
+    """Write ``[channels, samples]`` audio; the container comes from the suffix.
+
+    ``"-"`` writes WAV bytes to stdout. A path is written atomically: a temporary file in
+    the same directory, fsynced, then renamed over the target.
+    """
+    if os.fspath(target) == STDIO_NAME:
+        sys.stdout.buffer.write(audio_to_bytes(audio, sample_rate, "WAV", subtype))
+        sys.stdout.buffer.flush()
+        return
+    path = Path(target)
+    container = AUDIO_EXTENSIONS.get(path.suffix.lower())
+    if container is None:
+        raise LincaeError(
+            f"{path}: unknown audio file type {path.suffix!r}; "
+            f"use one of {', '.join(AUDIO_EXTENSIONS)}"
+        )
+    try:
+        data = audio_to_bytes(audio, sample_rate, container, subtype)
+    except LincaeError as error:
+        raise LincaeError(f"{path}: {error}") from None
+    atomic_write_bytes(path, data)
+
+
+def clip_report(audio: np.ndarray) -> tuple[float, int]:
+    """(peak absolute sample value, number of samples with ``|x| > 1``) of any-shaped audio."""
+    if audio.size == 0:
+        return 0.0, 0
+    magnitude = np.abs(audio)
+    return float(magnitude.max()), int(np.count_nonzero(magnitude > 1.0))
+
+
+def normalize_peak(audio: np.ndarray, target_peak_dbfs: float = -1.0) -> np.ndarray:
+    """Scale audio so its peak sits at ``target_peak_dbfs``; silence is returned unchanged."""
+    peak, _ = clip_report(audio)
+    if peak == 0.0:
+        return audio
+    target_peak = 10.0 ** (target_peak_dbfs / 20.0)
+    return (audio * np.float32(target_peak / peak)).astype(np.float32)
+
+
+def soft_limit(audio: np.ndarray, threshold: float = 0.9) -> np.ndarray:
+    """Soft-clip peaks: unchanged below ``threshold``, tanh knee above, never reaching 1.
+
+    ``y = sign(x) * (t + (1 - t) * tanh((|x| - t) / (1 - t)))`` for ``|x| > t``; continuous
+    with slope 1 at the knee, so quiet material is untouched.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    magnitude = np.abs(audio)
+    headroom = 1.0 - threshold
+    knee = threshold + headroom * np.tanh((magnitude - threshold) / headroom)
+    limited = np.where(magnitude > threshold, np.sign(audio) * knee, audio)
+    return limited.astype(np.float32)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

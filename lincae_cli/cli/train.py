@@ -1,0 +1,75 @@
+"""`lincae train`: parse arguments and hand over to lincae_training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+TRAIN_HELP = """Train a model with consistency training and Lin-CAE's linearity augmentation.
+
+Examples:
+
+  lincae train configs/lincae-small.toml --data ~/music --run-dir runs/small
+
+  lincae train configs/lincae-small.toml --data ~/music --run-dir runs/small --steps 2000 --resume
+
+  lincae train configs/m2l-small.toml --data ~/music --run-dir runs/m2l --set train.batch_size=4
+
+  torchrun --nproc-per-node 2 --no-python lincae train configs/lincae-small.toml --data ~/music --run-dir runs/ddp
+
+  lincae train configs/lincae-small.toml --run-dir runs/small --export-only
+
+--steps N pauses the run at step N (schedules still follow the config's train.total_steps);
+continue with --resume. At the end, RUN_DIR/model.safetensors holds the EMA weights:
+use it with `lincae encode --model RUN_DIR/model.safetensors`.
+"""
+
+
+def train(
+    config: Path = typer.Argument(
+        ..., help="Training config (TOML), e.g. configs/lincae-small.toml."
+    ),
+    data: list[Path] = typer.Option(
+        None,
+        "--data",
+        help="Folder of audio (recursive; repeat for several). "
+        "Subfolders train/ and valid/ define the split when present.",
+    ),
+    run_dir: Path = typer.Option(
+        ..., "--run-dir", help="Where checkpoints, logs and the model go."
+    ),
+    steps: int = typer.Option(None, "--steps", help="Stop (pause) at this step."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Override train.batch_size."),
+    seed: int = typer.Option(None, "--seed", help="Override train.seed."),
+    overrides: list[str] = typer.Option(
+        None, "--set", help="Override a config value: section.key=value (repeatable)."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir."),
+    export_only: bool = typer.Option(
+        False, "--export-only", help="Only export RUN_DIR/model.safetensors from the checkpoint."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or log lines."),
+) -> None:
+    from lincae_training.config import TrainConfig
+    from lincae_training.trainer import Trainer
+    from lincae_training.trainer import export_only as export_run
+
+    from lincae_cli.errors import LincaeError
+
+    items = list(overrides or [])
+    if batch_size is not None:
+        items.append(f"train.batch_size={batch_size}")
+    if seed is not None:
+        items.append(f"train.seed={seed}")
+    cfg = TrainConfig.load(config, items)
+    log = (lambda *_: None) if quiet else (lambda msg: typer.echo(msg, err=True))
+    if export_only:
+        export_run(cfg, run_dir, log=log)
+        return
+    if not data:
+        raise LincaeError("--data is required to train (a folder of audio files)")
+    trainer = Trainer(
+        cfg, run_dir, list(data), stop_at=steps, resume=resume, log=log, progress=not quiet
+    )
+    trainer.run()

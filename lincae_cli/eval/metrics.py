@@ -1,0 +1,71 @@
+"""Audio distances, as pure functions on tensors `[batch, samples]` (or `[samples]`).
+
+MSS (multi-scale spectral distance) is defined in docs/metrics.md: for each STFT size in
+MSS_FFT_SIZES (Hann window, hop = size/4, centred), spectral convergence
+‖|Y|-|X|‖_F / ‖|Y|‖_F plus the mean absolute difference of natural-log magnitudes; averaged over
+the sizes, per example. 0 means identical spectra; Y is the reference.
+"""
+
+from __future__ import annotations
+
+import torch
+
+MSS_FFT_SIZES = (512, 1024, 2048)
+_EPS = 1e-8
+
+
+def _as_batch(x: torch.Tensor) -> torch.Tensor:
+    return x.unsqueeze(0) if x.dim() == 1 else x
+
+
+def _magnitude(audio: torch.Tensor, n_fft: int) -> torch.Tensor:
+    window = torch.hann_window(n_fft, device=audio.device)
+    spec = torch.stft(audio, n_fft, hop_length=n_fft // 4, window=window, return_complex=True)
+    return torch.sqrt(torch.clamp(spec.real**2 + spec.imag**2, min=_EPS))
+
+
+def mss(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Multi-scale spectral distance per example: `[batch]`."""
+    estimate, reference = _as_batch(estimate).float(), _as_batch(reference).float()
+    length = min(estimate.shape[-1], reference.shape[-1])
+    estimate, reference = estimate[..., :length], reference[..., :length]
+    total = torch.zeros(estimate.shape[0], device=estimate.device)
+    for n_fft in MSS_FFT_SIZES:
+        est, ref = _magnitude(estimate, n_fft), _magnitude(reference, n_fft)
+        convergence = torch.linalg.norm((ref - est).flatten(1), dim=1) / torch.linalg.norm(
+            ref.flatten(1), dim=1
+        )
+        log_distance = (torch.log(ref) - torch.log(est)).abs().flatten(1).mean(1)
+        total = total + convergence + log_distance
+    return total / len(MSS_FFT_SIZES)
+
+
+def snr_db(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Signal-to-noise ratio in dB per example: `[batch]`."""
+    estimate, reference = _as_batch(estimate).float(), _as_batch(reference).float()
+    length = min(estimate.shape[-1], reference.shape[-1])
+    estimate, reference = estimate[..., :length], reference[..., :length]
+    signal = (reference**2).sum(-1)
+    noise = ((estimate - reference) ** 2).sum(-1)
+    return 10 * torch.log10((signal + _EPS) / (noise + _EPS))
+
+
+def si_sdr_db(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Scale-invariant SDR in dB per example (zero-mean signals): `[batch]`."""
+    estimate, reference = _as_batch(estimate).float(), _as_batch(reference).float()
+    length = min(estimate.shape[-1], reference.shape[-1])
+    estimate = estimate[..., :length] - estimate[..., :length].mean(-1, keepdim=True)
+    reference = reference[..., :length] - reference[..., :length].mean(-1, keepdim=True)
+    scale = (estimate * reference).sum(-1, keepdim=True) / (
+        (reference**2).sum(-1, keepdim=True) + _EPS
+    )
+    target = scale * reference
+    return 10 * torch.log10(
+        ((target**2).sum(-1) + _EPS) / (((estimate - target) ** 2).sum(-1) + _EPS)
+    )
+
+
+def relative_l2(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """‖estimate - reference‖ / ‖reference‖ per example: `[batch]`."""
+    diff = (estimate - reference).flatten(1)
+    return torch.linalg.norm(diff, dim=1) / (torch.linalg.norm(reference.flatten(1), dim=1) + _EPS)

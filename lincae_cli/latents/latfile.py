@@ -1,0 +1,412 @@
+"""The `.lat` latent file, format v1: read, write and validate.
+
+A `.lat` file is a safetensors file (no pickle) with one tensor, ``latents``, shaped
+``[channels, latent_channels, frames]``, and three string metadata entries: ``format``
+(``"lincae-latent"``), ``format_version`` (``"MAJOR.MINOR"``) and ``lincae`` (a JSON document
+with everything needed to decode and to combine files). The full specification, which this
+module must match, is docs/lat-format.md.
+
+The reader parses the safetensors container itself rather than through the safetensors
+library: every byte of an untrusted file is checked here so that a bad file always ends in a
+`LincaeError` naming it, never in a parser exception or a Rust panic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import struct
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import safetensors.torch
+import torch
+
+from lincae_cli import __version__
+from lincae_cli.atomic import atomic_write_bytes
+from lincae_cli.errors import LincaeError
+
+FORMAT_NAME = "lincae-latent"
+FORMAT_VERSION = "1.0"
+FORMAT_MAJOR = 1
+META_KEY = "lincae"
+TENSOR_NAME = "latents"
+STDIO_NAME = "-"
+
+# dtype names accepted by `write_lat`, and the safetensors dtype codes the reader accepts.
+LAT_DTYPES: dict[str, torch.dtype] = {"float16": torch.float16, "float32": torch.float32}
+_SAFETENSORS_DTYPES: dict[str, np.dtype] = {
+    "F16": np.dtype("<f2"),
+    "F32": np.dtype("<f4"),
+}
+_FLOAT16_MAX = float(torch.finfo(torch.float16).max)
+_HEADER_LENGTH_BYTES = 8
+_SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+_VERSION_PATTERN = re.compile(r"(\d+)\.(\d+)")
+
+PathOrStream = str | os.PathLike[str] | BinaryIO
+
+
+@dataclass(frozen=True)
+class LatentMeta:
+    """Everything a `.lat` file says about its latents (the JSON document under ``lincae``).
+
+    ``latent_hop_samples`` counts samples at ``model_sample_rate``: frame ``k`` covers the
+    source, resampled to the model rate, from sample ``k * latent_hop_samples`` on.
+    ``num_samples`` is the original length at ``source_sample_rate``.
+    """
+
+    model_name: str
+    model_sha256: str
+    scale_factor: float
+    model_sample_rate: int
+    source_sample_rate: int
+    num_samples: int
+    channels: int
+    latent_rate_hz: float
+    latent_hop_samples: int
+    chunking: dict[str, Any] = field(default_factory=dict)
+    source_loudness_lufs: float | None = None
+    loudness_is_estimate: bool = False
+    provenance: list[dict[str, Any]] = field(default_factory=list)
+    lincae_version: str = __version__
+    format_version: str = FORMAT_VERSION
+
+    @property
+    def duration_seconds(self) -> float:
+        """Length of the original audio in seconds."""
+        return self.num_samples / self.source_sample_rate
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The JSON document stored under the ``lincae`` metadata key."""
+        document = dataclasses.asdict(self)
+        document["format"] = FORMAT_NAME
+        return document
+
+
+@dataclass(frozen=True)
+class LatentFile:
+    """Latents and their metadata.
+
+    ``latents`` is a float32 tensor ``[channels, latent_channels, frames]``; all arithmetic on
+    it happens in float32 whatever dtype the file stores.
+    """
+
+    latents: torch.Tensor
+    meta: LatentMeta
+
+    @property
+    def channels(self) -> int:
+        return int(self.latents.shape[0])
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.latents.shape[1])
+
+    @property
+    def frames(self) -> int:
+        return int(self.latents.shape[2])
+
+
+def provenance_entry(op: str, **fields: Any) -> dict[str, Any]:
+    """One provenance record: ``{"op": op, **fields, "lincae_version": ..., "time": ...}``.
+
+    ``time`` is UTC, ISO 8601, to the second. ``fields`` must be JSON-serialisable.
+    """
+    entry: dict[str, Any] = {"op": op}
+    entry.update(fields)
+    entry["lincae_version"] = __version__
+    entry["time"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return entry
+
+
+def validate_latent_file(lat: LatentFile, name: str) -> None:
+    """Check that the tensor and the metadata agree; raise `LincaeError` naming ``name`` if not."""
+    latents = lat.latents
+    if not isinstance(latents, torch.Tensor) or latents.ndim != 3:
+        shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents)
+        raise LincaeError(
+            f"{name}: latents must be shaped [channels, latent_channels, frames], got {shape}"
+        )
+    if not latents.is_floating_point():
+        raise LincaeError(f"{name}: latents must be floating point, got {latents.dtype}")
+    if min(latents.shape) < 1:
+        raise LincaeError(f"{name}: latents have an empty dimension, shape {tuple(latents.shape)}")
+    if not bool(torch.isfinite(latents).all()):
+        raise LincaeError(f"{name}: latents contain NaN or Inf values")
+    _validate_meta(lat.meta, name)
+    if lat.meta.channels != lat.channels:
+        raise LincaeError(
+            f"{name}: metadata says {lat.meta.channels} channel(s) "
+            f"but the latents hold {lat.channels}"
+        )
+
+
+def lat_to_bytes(lat: LatentFile, dtype: str = "float16", name: str = "<bytes>") -> bytes:
+    """Serialise ``lat`` to `.lat` v1 bytes, storing the latents as ``dtype``.
+
+    The metadata is stamped with the current format version and lincae version. Raises
+    `LincaeError` if the file is inconsistent or its values overflow float16.
+    """
+    if dtype not in LAT_DTYPES:
+        raise LincaeError(
+            f"{name}: unknown latent dtype {dtype!r}; choose one of {list(LAT_DTYPES)}"
+        )
+    validate_latent_file(lat, name)
+    stored = lat.latents.detach().to(device="cpu", dtype=torch.float32)
+    if dtype == "float16":
+        peak = float(stored.abs().max())
+        if peak > _FLOAT16_MAX:
+            raise LincaeError(
+                f"{name}: latent values up to {peak:.3g} overflow float16; write with float32"
+            )
+    meta = dataclasses.replace(lat.meta, lincae_version=__version__, format_version=FORMAT_VERSION)
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        META_KEY: json.dumps(meta.to_json_dict(), allow_nan=False),
+    }
+    tensors = {TENSOR_NAME: stored.to(LAT_DTYPES[dtype]).contiguous()}
+    return safetensors.torch.save(tensors, metadata=metadata)
+
+
+def lat_from_bytes(data: bytes, name: str = "<bytes>") -> LatentFile:
+    """Parse and validate `.lat` bytes; latents come back as float32.
+
+    Any problem with the bytes (not a safetensors file, not ours, another major version,
+    truncated, corrupt, inconsistent) raises `LincaeError` whose message starts with ``name``.
+    """
+    header, buffer = _split_container(data, name)
+    metadata = header.get("__metadata__")
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
+        raise LincaeError(f"{name}: not a .lat file (safetensors without lincae-latent metadata)")
+    if not all(isinstance(value, str) for value in metadata.values()):
+        raise LincaeError(f"{name}: corrupt .lat file (non-string metadata)")
+    format_version = _check_format_version(metadata.get("format_version"), name)
+    document = _parse_document(metadata.get(META_KEY), name)
+    if document.get("format") != FORMAT_NAME or document.get("format_version") != format_version:
+        raise LincaeError(f"{name}: corrupt .lat file (format fields disagree)")
+    meta = _meta_from_document(document, name)
+    latents = _decode_latents(header.get(TENSOR_NAME), buffer, name)
+    lat = LatentFile(latents=latents, meta=meta)
+    validate_latent_file(lat, name)
+    return lat
+
+
+def write_lat(target: PathOrStream, lat: LatentFile, dtype: str = "float16") -> None:
+    """Write ``lat`` to a path (atomically), to ``"-"`` (stdout) or to a binary stream.
+
+    A path is written through a temporary file in the same directory, fsynced, then renamed
+    over the target, so readers see either the old file or the complete new one.
+    """
+    name = _display_name(target, "<stdout>")
+    data = lat_to_bytes(lat, dtype=dtype, name=name)
+    if isinstance(target, str | os.PathLike):
+        if os.fspath(target) == STDIO_NAME:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        else:
+            atomic_write_bytes(Path(target), data)
+    else:
+        target.write(data)
+        target.flush()
+
+
+def read_lat(source: PathOrStream) -> LatentFile:
+    """Read and validate a `.lat` file from a path, ``"-"`` (stdin) or a binary stream."""
+    name = _display_name(source, "<stdin>")
+    if isinstance(source, str | os.PathLike):
+        if os.fspath(source) == STDIO_NAME:
+            data = sys.stdin.buffer.read()
+        else:
+            data = _read_path_bytes(Path(source))
+    else:
+        data = source.read()
+    if not data:
+        raise LincaeError(f"{name}: not a .lat file (empty)")
+    return lat_from_bytes(data, name=name)
+
+
+def _display_name(target: PathOrStream, stdio_name: str) -> str:
+    if isinstance(target, str | os.PathLike):
+        path = os.fspath(target)
+        return stdio_name if path == STDIO_NAME else path
+    return str(getattr(target, "name", "<stream>"))
+
+
+def _read_path_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise LincaeError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise LincaeError(f"{path}: is a directory, not a .lat file") from None
+    except OSError as error:
+        raise LincaeError(f"{path}: cannot read ({error.strerror or error})") from None
+
+
+def _split_container(data: bytes, name: str) -> tuple[dict[str, Any], memoryview]:
+    """Split safetensors bytes into (header dict, tensor byte buffer)."""
+    if len(data) < _HEADER_LENGTH_BYTES + 2:
+        raise LincaeError(f"{name}: not a .lat file (too short to be safetensors)")
+    (header_length,) = struct.unpack("<Q", data[:_HEADER_LENGTH_BYTES])
+    header_end = _HEADER_LENGTH_BYTES + header_length
+    if data[_HEADER_LENGTH_BYTES : _HEADER_LENGTH_BYTES + 1] != b"{":
+        raise LincaeError(f"{name}: not a .lat file (no safetensors header)")
+    if header_end > len(data):
+        raise LincaeError(f"{name}: truncated or corrupt .lat file (header runs past the end)")
+    try:
+        header = json.loads(data[_HEADER_LENGTH_BYTES:header_end].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise LincaeError(f"{name}: corrupt .lat file (unreadable header)") from None
+    if not isinstance(header, dict):
+        raise LincaeError(f"{name}: corrupt .lat file (header is not an object)")
+    return header, memoryview(data)[header_end:]
+
+
+def _check_format_version(value: object, name: str) -> str:
+    match = _VERSION_PATTERN.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise LincaeError(f"{name}: corrupt .lat file (bad format_version {value!r})")
+    if int(match.group(1)) != FORMAT_MAJOR:
+        raise LincaeError(
+            f"{name}: .lat format version {value} is not supported "
+            f"(this lincae {__version__} reads version {FORMAT_MAJOR}.x)"
+        )
+    return value  # type: ignore[return-value]
+
+
+def _parse_document(value: object, name: str) -> dict[str, Any]:
+    if not isinstance(value, str):
+        raise LincaeError(f"{name}: corrupt .lat file (missing {META_KEY!r} metadata)")
+    try:
+        document = json.loads(value)
+    except (ValueError, RecursionError):
+        raise LincaeError(f"{name}: corrupt .lat file (unreadable {META_KEY!r} metadata)") from None
+    if not isinstance(document, dict):
+        raise LincaeError(f"{name}: corrupt .lat file ({META_KEY!r} metadata is not an object)")
+    return document
+
+
+def _meta_from_document(document: dict[str, Any], name: str) -> LatentMeta:
+    """Build `LatentMeta` from the JSON document, checking every field's type.
+
+    Keys unknown to this version are ignored: minor versions may add them.
+    """
+
+    def get(key: str, kind: str) -> Any:
+        if key not in document:
+            raise LincaeError(f"{name}: corrupt .lat file (metadata lacks {key!r})")
+        value = document[key]
+        ok = {
+            "str": isinstance(value, str),
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "float": isinstance(value, int | float) and not isinstance(value, bool),
+            "bool": isinstance(value, bool),
+            "dict": isinstance(value, dict),
+            "list": isinstance(value, list),
+            "float|None": value is None
+            or (isinstance(value, int | float) and not isinstance(value, bool)),
+        }[kind]
+        if not ok:
+            raise LincaeError(
+                f"{name}: corrupt .lat file (metadata {key!r} should be {kind}, got {value!r})"
+            )
+        if kind == "float":
+            try:
+                return float(value)
+            except OverflowError:
+                raise LincaeError(
+                    f"{name}: corrupt .lat file (metadata {key!r} too large)"
+                ) from None
+        return value
+
+    provenance = get("provenance", "list")
+    if not all(isinstance(entry, dict) for entry in provenance):
+        raise LincaeError(f"{name}: corrupt .lat file (provenance entries must be objects)")
+    loudness = get("source_loudness_lufs", "float|None")
+    return LatentMeta(
+        model_name=get("model_name", "str"),
+        model_sha256=get("model_sha256", "str"),
+        scale_factor=get("scale_factor", "float"),
+        model_sample_rate=get("model_sample_rate", "int"),
+        source_sample_rate=get("source_sample_rate", "int"),
+        num_samples=get("num_samples", "int"),
+        channels=get("channels", "int"),
+        latent_rate_hz=get("latent_rate_hz", "float"),
+        latent_hop_samples=get("latent_hop_samples", "int"),
+        chunking=get("chunking", "dict"),
+        source_loudness_lufs=None if loudness is None else get("source_loudness_lufs", "float"),
+        loudness_is_estimate=get("loudness_is_estimate", "bool"),
+        provenance=provenance,
+        lincae_version=get("lincae_version", "str"),
+        format_version=get("format_version", "str"),
+    )
+
+
+def _validate_meta(meta: LatentMeta, name: str) -> None:
+    """Value checks (types are checked on parse); raise `LincaeError` naming ``name``."""
+    if not _SHA256_PATTERN.fullmatch(meta.model_sha256):
+        raise LincaeError(f"{name}: model_sha256 must be 64 lowercase hex digits")
+    positive_ints = {
+        "model_sample_rate": meta.model_sample_rate,
+        "source_sample_rate": meta.source_sample_rate,
+        "num_samples": meta.num_samples,
+        "channels": meta.channels,
+        "latent_hop_samples": meta.latent_hop_samples,
+    }
+    for key, value in positive_ints.items():
+        if value < 1:
+            raise LincaeError(f"{name}: metadata {key} must be positive, got {value}")
+    finite_positive = {"scale_factor": meta.scale_factor, "latent_rate_hz": meta.latent_rate_hz}
+    for key, value in finite_positive.items():
+        if not (math.isfinite(value) and value > 0):
+            raise LincaeError(f"{name}: metadata {key} must be finite and positive, got {value}")
+    expected_rate_hz = meta.model_sample_rate / meta.latent_hop_samples
+    if not math.isclose(meta.latent_rate_hz, expected_rate_hz, rel_tol=1e-6):
+        raise LincaeError(
+            f"{name}: latent_rate_hz {meta.latent_rate_hz} disagrees with model_sample_rate / "
+            f"latent_hop_samples = {expected_rate_hz}"
+        )
+    loudness = meta.source_loudness_lufs
+    if loudness is not None and not math.isfinite(loudness):
+        raise LincaeError(f"{name}: source_loudness_lufs must be finite or null, got {loudness}")
+
+
+def _decode_latents(entry: object, buffer: memoryview, name: str) -> torch.Tensor:
+    """Decode the ``latents`` tensor entry of the header into float32 ``[C, L, F]``."""
+    if not isinstance(entry, dict):
+        raise LincaeError(f"{name}: corrupt .lat file (no {TENSOR_NAME!r} tensor)")
+    dtype = _SAFETENSORS_DTYPES.get(entry.get("dtype"))  # type: ignore[arg-type]
+    if dtype is None:
+        raise LincaeError(
+            f"{name}: corrupt .lat file (latents dtype {entry.get('dtype')!r}, "
+            f"expected one of {list(_SAFETENSORS_DTYPES)})"
+        )
+    shape, offsets = entry.get("shape"), entry.get("data_offsets")
+    if not (_is_int_list(shape) and len(shape) == 3 and min(shape) >= 0):
+        raise LincaeError(f"{name}: corrupt .lat file (latents shape {shape!r} is not 3-D)")
+    if not (_is_int_list(offsets) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1]):
+        raise LincaeError(f"{name}: corrupt .lat file (bad data offsets {offsets!r})")
+    begin, end = offsets
+    if end - begin != math.prod(shape) * dtype.itemsize:
+        raise LincaeError(f"{name}: corrupt .lat file (data size does not match shape {shape})")
+    if end > len(buffer):
+        raise LincaeError(
+            f"{name}: truncated .lat file ({len(buffer)} of {end} latent data bytes present)"
+        )
+    values = np.frombuffer(buffer[begin:end], dtype=dtype).reshape(shape)
+    return torch.from_numpy(values.astype(np.float32))
+
+
+def _is_int_list(value: object) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(item, int) and not isinstance(item, bool) for item in value
+    )

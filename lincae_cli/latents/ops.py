@@ -1,0 +1,243 @@
+"""Arithmetic on latent files: mix, gain, subtract, and the gain/loudness maths behind them.
+
+The model's latent space is (approximately) linear: decoding ``a * x + b * y`` gives
+``a * decode(x) + b * decode(y)``. These are pure functions on `LatentFile` objects; nothing
+here reads or writes files. All sums are float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Sequence
+
+import torch
+
+from lincae_cli.errors import LincaeError
+from lincae_cli.latents.latfile import LatentFile, LatentMeta, provenance_entry
+
+# A plain number ("0.5", "-1", "2e-1") optionally followed by "dB" (any case, optional space).
+_GAIN_PATTERN = re.compile(
+    r"\s*(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(?P<db>[dD][bB])?\s*"
+)
+
+
+def db_to_linear(gain_db: float) -> float:
+    """Amplitude factor for a gain in decibels: ``10 ** (gain_db / 20)``."""
+    return 10.0 ** (gain_db / 20.0)
+
+
+def linear_to_db(gain_linear: float) -> float:
+    """Gain in decibels of an amplitude factor: ``20 * log10(|gain_linear|)`` (-inf for 0)."""
+    magnitude = abs(gain_linear)
+    return -math.inf if magnitude == 0.0 else 20.0 * math.log10(magnitude)
+
+
+def parse_gain(text: str) -> float:
+    """Parse a gain given on the command line into a linear factor.
+
+    ``"-6dB"``, ``"+3 dB"`` are decibels; ``"0.5"``, ``"-0.5"`` are linear factors (a negative
+    factor inverts polarity). Anything else raises `LincaeError`.
+    """
+    match = _GAIN_PATTERN.fullmatch(text)
+    if match is None:
+        raise LincaeError(
+            f"cannot read gain {text!r}: use decibels like '-6dB' or a linear factor like '0.5'"
+        )
+    number = float(match.group("number"))
+    gain_linear = db_to_linear(number) if match.group("db") else number
+    if not math.isfinite(gain_linear):
+        raise LincaeError(f"gain {text!r} is out of range")
+    return gain_linear
+
+
+def gain_for_target_lufs(source_lufs: float, target_lufs: float) -> float:
+    """Linear gain that brings audio measured at ``source_lufs`` to ``target_lufs``.
+
+    Integrated loudness is homogeneous: scaling audio by ``a`` shifts it by ``20*log10|a|`` LU.
+    """
+    if not (math.isfinite(source_lufs) and math.isfinite(target_lufs)):
+        raise LincaeError(
+            f"cannot compute a gain from loudness {source_lufs} LUFS to {target_lufs} LUFS"
+        )
+    return db_to_linear(target_lufs - source_lufs)
+
+
+def check_compatible(
+    a: LatentFile, b: LatentFile, name_a: str = "first file", name_b: str = "second file"
+) -> None:
+    """Raise `LincaeError` listing every difference that makes ``a`` and ``b`` impossible to add.
+
+    Files must come from the same model (weights hash, sample rate, hop, scale factor) and
+    have the same number of audio channels and latent channels. Frame counts are checked by
+    `mix`, which can pad.
+    """
+    differences = []
+    if a.meta.model_sha256 != b.meta.model_sha256:
+        differences.append(
+            f"made by different models ({name_a}: {a.meta.model_name} "
+            f"sha256 {a.meta.model_sha256[:12]}, {name_b}: {b.meta.model_name} "
+            f"sha256 {b.meta.model_sha256[:12]})"
+        )
+    pairs = [
+        ("model_sample_rate", a.meta.model_sample_rate, b.meta.model_sample_rate),
+        ("latent_hop_samples", a.meta.latent_hop_samples, b.meta.latent_hop_samples),
+        ("scale_factor", a.meta.scale_factor, b.meta.scale_factor),
+        ("channels", a.channels, b.channels),
+        ("latent_channels", a.latent_channels, b.latent_channels),
+    ]
+    for key, value_a, value_b in pairs:
+        if value_a != value_b:
+            differences.append(f"{key} differs ({name_a}: {value_a}, {name_b}: {value_b})")
+    if differences:
+        raise LincaeError(
+            f"{name_a} and {name_b} are incompatible latent files: " + "; ".join(differences)
+        )
+
+
+def mix(
+    files: Sequence[LatentFile],
+    gains_linear: Sequence[float] | None = None,
+    pad: bool = False,
+    names: Sequence[str] | None = None,
+) -> LatentFile:
+    """Sum ``gains_linear[i] * files[i].latents`` in float32.
+
+    Latents are ``[channels, latent_channels, frames]``; all files must be compatible (see
+    `check_compatible`) and have the same frame count unless ``pad`` is true, in which case
+    shorter ones are zero-padded at the end to the longest. ``names`` (file names, for
+    messages and provenance) default to ``input 1``, ``input 2``, ...
+    """
+    return _weighted_sum(files, gains_linear, pad, names, op="mix")
+
+
+def subtract(
+    mix_file: LatentFile,
+    others: Sequence[LatentFile],
+    pad: bool = False,
+    names: Sequence[str] | None = None,
+) -> LatentFile:
+    """``mix_file - sum(others)``: `mix` with gains ``[1, -1, -1, ...]``.
+
+    ``names`` covers ``[mix_file, *others]``.
+    """
+    files = [mix_file, *others]
+    gains = [1.0] + [-1.0] * len(others)
+    return _weighted_sum(files, gains, pad, names, op="subtract")
+
+
+def gain(file: LatentFile, gain_linear: float) -> LatentFile:
+    """Scale the latents by ``gain_linear``; the loudness estimate moves by ``20*log10|a|``."""
+    if not math.isfinite(gain_linear):
+        raise LincaeError(f"gain {gain_linear} is not a finite number")
+    meta = dataclasses.replace(
+        file.meta,
+        provenance=[
+            *file.meta.provenance,
+            provenance_entry("gain", gain_linear=gain_linear, gain_db=_json_db(gain_linear)),
+        ],
+        **_scaled_loudness(file.meta, gain_linear),
+    )
+    return LatentFile(latents=file.latents.to(torch.float32) * gain_linear, meta=meta)
+
+
+def _weighted_sum(
+    files: Sequence[LatentFile],
+    gains_linear: Sequence[float] | None,
+    pad: bool,
+    names: Sequence[str] | None,
+    op: str,
+) -> LatentFile:
+    if not files:
+        raise LincaeError(f"{op} needs at least one latent file")
+    names = list(names) if names is not None else [f"input {i + 1}" for i in range(len(files))]
+    gains = [1.0] * len(files) if gains_linear is None else [float(g) for g in gains_linear]
+    if len(names) != len(files) or len(gains) != len(files):
+        raise ValueError(f"{len(files)} files but {len(gains)} gains and {len(names)} names")
+    for value in gains:
+        if not math.isfinite(value):
+            raise LincaeError(f"gain {value} is not a finite number")
+    for file, name in zip(files[1:], names[1:], strict=True):
+        check_compatible(files[0], file, names[0], name)
+
+    frames = [file.frames for file in files]
+    if len(set(frames)) > 1 and not pad:
+        listing = ", ".join(f"{name}: {count}" for name, count in zip(names, frames, strict=True))
+        raise LincaeError(
+            f"cannot {op} latent files of different lengths ({listing} frames); "
+            "pad the shorter ones with silence to allow it"
+        )
+    first = files[0]
+    total = torch.zeros(first.channels, first.latent_channels, max(frames), dtype=torch.float32)
+    for file, value in zip(files, gains, strict=True):
+        total[..., : file.frames] += value * file.latents.to(torch.float32)
+
+    source_sample_rate, num_samples = _combined_length(files)
+    inputs = [
+        {"name": name, "gain_linear": value, "provenance": file.meta.provenance}
+        for file, name, value in zip(files, names, gains, strict=True)
+    ]
+    chunkings = [file.meta.chunking for file in files]
+    meta = dataclasses.replace(
+        first.meta,
+        source_sample_rate=source_sample_rate,
+        num_samples=num_samples,
+        # Differently chunked inputs leave no single chunking to report.
+        chunking=first.meta.chunking if all(c == chunkings[0] for c in chunkings) else {},
+        provenance=[provenance_entry(op, inputs=inputs, pad=pad)],
+        **_mixed_loudness(files, gains),
+    )
+    return LatentFile(latents=total, meta=meta)
+
+
+def _combined_length(files: Sequence[LatentFile]) -> tuple[int, int]:
+    """(source_sample_rate, num_samples) of a sum: the longest input.
+
+    Inputs at different source rates are measured at the model rate instead, the only rate
+    they share.
+    """
+    rates = {file.meta.source_sample_rate for file in files}
+    if len(rates) == 1:
+        return rates.pop(), max(file.meta.num_samples for file in files)
+    model_rate = files[0].meta.model_sample_rate
+    lengths = [
+        math.ceil(file.meta.num_samples * model_rate / file.meta.source_sample_rate)
+        for file in files
+    ]
+    return model_rate, max(lengths)
+
+
+def _scaled_loudness(meta: LatentMeta, gain_linear: float) -> dict[str, object]:
+    """Loudness fields after scaling by ``gain_linear`` (unknown once scaled to silence).
+
+    A polarity flip or unit gain keeps a measured loudness exact; any other gain relies on
+    the decoder's linearity, so the result is an estimate.
+    """
+    if meta.source_loudness_lufs is None or gain_linear == 0.0:
+        return {"source_loudness_lufs": None, "loudness_is_estimate": False}
+    if abs(gain_linear) == 1.0:
+        return {
+            "source_loudness_lufs": meta.source_loudness_lufs,
+            "loudness_is_estimate": meta.loudness_is_estimate,
+        }
+    return {
+        "source_loudness_lufs": meta.source_loudness_lufs + linear_to_db(gain_linear),
+        "loudness_is_estimate": True,
+    }
+
+
+def _mixed_loudness(files: Sequence[LatentFile], gains: Sequence[float]) -> dict[str, object]:
+    """Loudness fields of a sum: only computable when a single input is audible."""
+    audible = [(file, value) for file, value in zip(files, gains, strict=True) if value != 0.0]
+    if len(audible) != 1:
+        # The loudness of a sum depends on how the signals correlate, which we cannot know.
+        return {"source_loudness_lufs": None, "loudness_is_estimate": False}
+    file, value = audible[0]
+    return _scaled_loudness(file.meta, value)
+
+
+def _json_db(gain_linear: float) -> float | None:
+    """Gain in dB for provenance; None for a zero gain (JSON has no -inf)."""
+    gain_db = linear_to_db(gain_linear)
+    return None if math.isinf(gain_db) else gain_db

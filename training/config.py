@@ -1,0 +1,177 @@
+"""TrainConfig: a TOML file of sections, with `--set section.key=value` overrides.
+
+Every schedule (learning rate, consistency step, gain annealing) follows `train.total_steps`, so
+pausing with `--steps N` and resuming never changes the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lincae_cli.errors import LincaeError
+from lincae_cli.nn.config import ModelConfig, preset
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class ModelSection:
+    """`preset` picks a ModelConfig preset; other keys override its fields."""
+
+    preset: str = "small"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> ModelConfig:
+        base = preset(self.preset)
+        try:
+            return ModelConfig.from_dict({**base.to_dict(), **self.overrides})
+        except TypeError as exc:
+            raise LincaeError(f"invalid [model] setting: {exc}") from None
+
+
+@dataclass
+class TrainSection:
+    total_steps: int = 20000
+    batch_size: int = 8
+    lr: float = 1e-4
+    lr_min: float = 1e-6
+    warmup_steps: int = 500
+    ema_decay: float = 0.999
+    ema_every: int = 1
+    checkpoint_every: int = 500
+    log_every: int = 25
+    validate_every: int = 2000
+    seed: int = 0
+    precision: str = "bf16"  # fp32 | bf16 | fp16 (fp16 only on CUDA)
+    compile: bool = False
+    threads: int = 0  # torch intra-op threads; 0 = all cores
+
+
+@dataclass
+class ConsistencySection:
+    base_step: float = 0.1
+    start_exp: float = 1.0
+    end_exp: float = 2.0
+    p_mean: float = -1.1
+    p_std: float = 2.0
+    index_grid: int = 10000
+    huber_c_per_sqrt_dim: float = 0.00054
+
+
+@dataclass
+class AugmentSection:
+    """Lin-CAE's linearity augmentation; all off gives the Music2Latent baseline."""
+
+    gain: bool = True
+    gain_prob: float = 0.8
+    gain_max: float = 3.0
+    gain_zero_below: float = 0.05
+    negative_gains: bool = False
+    anneal_hold: float = 0.2
+    anneal_end: float = 0.9
+    additivity: bool = True
+    mix_weight_min: float = 0.5
+
+
+@dataclass
+class DataSection:
+    crop_frames: int = 64
+    rms_threshold: float = 0.001
+    valid_fraction: float = 0.05
+    valid_clips: int = 16
+    valid_seconds: float = 3.0
+
+
+@dataclass
+class TrainConfig:
+    name: str = "lincae-small"
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    consistency: ConsistencySection = field(default_factory=ConsistencySection)
+    augment: AugmentSection = field(default_factory=AugmentSection)
+    data: DataSection = field(default_factory=DataSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        config = cls()
+        for key, value in data.items():
+            if key == "name":
+                config.name = str(value)
+                continue
+            if key == "model":
+                if not isinstance(value, dict):
+                    raise LincaeError("[model] must be a table")
+                model_values = dict(value)
+                overrides = dict(model_values.pop("overrides", {}))
+                config.model.preset = str(model_values.pop("preset", config.model.preset))
+                overrides.update(model_values)
+                config.model.overrides = overrides
+                continue
+            section = getattr(config, key, None)
+            if not dataclasses.is_dataclass(section) or not isinstance(value, dict):
+                raise LincaeError(f"unknown config section '{key}'")
+            for sub, sub_value in value.items():
+                _set_field(section, key, sub, sub_value)
+        config.model.build()  # fail early on bad model keys
+        return config
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise LincaeError(f"{path}: config file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise LincaeError(f"{path}: invalid TOML ({exc})") from None
+        for item in overrides or []:
+            _apply_override(data, item)
+        return cls.from_dict(data)
+
+
+def _set_field(section: Any, section_name: str, key: str, value: Any) -> None:
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    if key not in fields:
+        raise LincaeError(
+            f"unknown config key '{section_name}.{key}' "
+            f"(known in [{section_name}]: {', '.join(sorted(fields))})"
+        )
+    current = getattr(section, key)
+    if isinstance(current, bool) and not isinstance(value, bool):
+        raise LincaeError(f"config key '{section_name}.{key}' must be true or false")
+    if isinstance(current, (int, float)) and not isinstance(current, bool):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise LincaeError(f"config key '{section_name}.{key}' must be a number")
+        value = type(current)(value)
+    setattr(section, key, value)
+
+
+def _apply_override(data: dict[str, Any], item: str) -> None:
+    """`section.key=value` (value parsed as TOML, else taken as a string)."""
+    if "=" not in item or "." not in item.split("=", 1)[0]:
+        raise LincaeError(f"--set expects section.key=value, got '{item}'")
+    dotted, raw = item.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    *path, key = dotted.strip().split(".")
+    node = data
+    for part in path:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise LincaeError(f"--set {dotted}: '{part}' is not a section")
+    node[key] = value

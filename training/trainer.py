@@ -1,0 +1,571 @@
+"""The training loop: consistency training with Lin-CAE augmentation, EMA, exact resume,
+DDP under torchrun, JSONL metrics, periodic validation and export.
+
+Every random draw of step s comes from generators seeded by (seed, s, rank), and learning rate,
+consistency step and gain annealing are functions of s / total_steps: a run paused at any
+checkpoint and resumed follows exactly the path of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from lincae_training import augment, consistency
+from lincae_training.checkpoint import export_model, load_checkpoint, save_checkpoint
+from lincae_training.config import TrainConfig
+from lincae_training.data import Datasets, load_datasets, validation_clips
+from torch import nn
+
+import lincae_cli
+from lincae_cli.errors import LincaeError
+from lincae_cli.eval.metrics import mss, snr_db
+from lincae_cli.nn.autoencoder import ConsistencyAutoencoder
+
+
+def crop_samples(model: ConsistencyAutoencoder, crop_frames: int) -> int:
+    return (crop_frames - 1) * model.config.hop + model.config.n_fft
+
+
+def step_generator(seed: int, step: int, rank: int, stream: int) -> torch.Generator:
+    state = np.random.SeedSequence([seed, step, rank, stream]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up from 0, then cosine decay to lr_min at total_steps."""
+    t = cfg.train
+    if step < t.warmup_steps:
+        return t.lr * step / max(1, t.warmup_steps)
+    span = max(1, t.total_steps - t.warmup_steps)
+    phase = min(1.0, (step - t.warmup_steps) / span)
+    return t.lr_min + 0.5 * (t.lr - t.lr_min) * (1.0 + math.cos(math.pi * phase))
+
+
+@dataclass
+class StepInputs:
+    """Everything random about one training step, drawn outside the network."""
+
+    audio: torch.Tensor  # [batch, samples]
+    mix_weights: torch.Tensor | None  # [batch]
+    gains: torch.Tensor | None  # [batch or 2·batch]
+    sigma: torch.Tensor  # [n]
+    sigma_next: torch.Tensor  # [n]
+    noise: torch.Tensor  # [n, 2, F, frames]
+
+
+def draw_step_inputs(
+    audio: torch.Tensor,
+    step: int,
+    rank: int,
+    cfg: TrainConfig,
+    model: ConsistencyAutoencoder,
+    index_weights: torch.Tensor,
+) -> StepInputs:
+    progress = step / cfg.train.total_steps
+    gen = step_generator(cfg.train.seed, step, rank, 1)
+    mix_weights = None
+    targets = audio
+    if cfg.augment.additivity:
+        mix_weights = augment.sample_mix_weights(audio.shape[0], cfg.augment, gen)
+        w = mix_weights[:, None]
+        targets = torch.cat([audio, w * audio + (1 - w) * torch.roll(audio, 1, dims=0)])
+    gains = None
+    if cfg.augment.gain:
+        peaks = targets.abs().amax(dim=1)
+        gains = augment.sample_gains(peaks, progress, cfg.augment, gen)
+    n = targets.shape[0]
+    index = consistency.sample_indices(n, index_weights, gen)
+    next_index = (index - consistency.step_size(progress, cfg.consistency)).clamp(min=0.0)
+    sigma = consistency.sigma_at(index, model.config)
+    sigma_next = consistency.sigma_at(next_index, model.config)
+    frames = (audio.shape[1] - model.config.n_fft) // model.config.hop + 1
+    noise = torch.randn((n, 2, model.config.freq_bins, frames), generator=gen)
+    return StepInputs(audio, mix_weights, gains, sigma, sigma_next, noise)
+
+
+class ConsistencyLoss(nn.Module):
+    """One consistency-training loss evaluation (the module DDP wraps)."""
+
+    def __init__(self, model: ConsistencyAutoencoder, cfg: TrainConfig, autocast_dtype):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.autocast_dtype = autocast_dtype
+
+    def _autocast(self, device: torch.device):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
+
+    def forward(self, audio, mix_weights, gains, sigma, sigma_next, noise) -> torch.Tensor:
+        """Per-example weighted pseudo-Huber loss `[n]`."""
+        model = self.model
+        device = audio.device
+        cl = torch.channels_last  # oneDNN convolutions are faster on NHWC, on CPU too
+        rep = model.frontend.to_representation(audio).contiguous(memory_format=cl)
+        with self._autocast(device):
+            latents = model.encoder(rep).float()
+        targets_audio, cond = audio, latents
+        if mix_weights is not None:
+            targets_audio, cond = augment.add_mixtures(audio, latents, mix_weights)
+        if gains is not None:
+            targets_audio, cond = augment.apply_gains(targets_audio, cond, gains)
+        target = model.frontend.to_representation(targets_audio).contiguous(memory_format=cl)
+        noise = noise.contiguous(memory_format=cl)
+        with self._autocast(device):
+            pyramid = model.pyramid(cond)
+            student = model.unet(target + sigma[:, None, None, None] * noise, sigma, pyramid)
+            with torch.no_grad():
+                teacher = model.unet(
+                    target + sigma_next[:, None, None, None] * noise, sigma_next, pyramid
+                )
+        loss = consistency.pseudo_huber(
+            student, teacher.detach(), self.cfg.consistency.huber_c_per_sqrt_dim
+        )
+        return loss / (sigma - sigma_next)
+
+
+@dataclass
+class DistEnv:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> DistEnv:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return DistEnv(device=device)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device, backend = torch.device("cuda", local_rank), "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return DistEnv(rank, world, local_rank, device)
+
+
+class StopRequest:
+    """Turns Ctrl-C / SIGTERM into a flag checked between steps, so a checkpoint is always
+    written from a consistent state."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        run_dir: Path,
+        data_roots: list[Path],
+        stop_at: int | None = None,
+        resume: bool = False,
+        log=print,
+        progress: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.data_roots = data_roots
+        self.stop_at = min(stop_at or cfg.train.total_steps, cfg.train.total_steps)
+        self.resume = resume
+        self.log = log
+        self.show_progress = progress
+        self.env = init_distributed()
+        if cfg.train.batch_size % self.env.world:
+            raise LincaeError(
+                f"batch size {cfg.train.batch_size} is not divisible by {self.env.world} processes"
+            )
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        precision = cfg.train.precision
+        if precision not in ("fp32", "bf16", "fp16"):
+            raise LincaeError(f"train.precision must be fp32, bf16 or fp16, not '{precision}'")
+        if precision == "fp16" and self.env.device.type != "cuda":
+            raise LincaeError("fp16 training needs a CUDA GPU; use bf16 or fp32 on CPU")
+        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[
+            precision
+        ]
+        torch.manual_seed(cfg.train.seed)
+        self.model = ConsistencyAutoencoder(cfg.model.build()).to(
+            self.env.device, memory_format=torch.channels_last
+        )
+        self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.ema_updates = 0
+        self.step = 0
+        self.optimizer = torch.optim.RAdam(self.model.parameters(), lr=cfg.train.lr)
+        self.loss_module: nn.Module = ConsistencyLoss(self.model, cfg, self.autocast_dtype)
+        if self.env.world > 1:
+            self.loss_module = nn.parallel.DistributedDataParallel(
+                self.loss_module,
+                device_ids=[self.env.device.index] if self.env.device.type == "cuda" else None,
+            )
+        if cfg.train.compile:
+            self.loss_module = torch.compile(self.loss_module)
+        self.index_weights = consistency.index_weights(cfg.consistency, self.model.config)
+        self.data: Datasets | None = None
+        self.last_checkpoint_step: int | None = None
+        self.wall_seconds = 0.0
+
+    # -- state ------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": self.ema,
+            "ema_updates": self.ema_updates,
+            "optimizer": self.optimizer.state_dict(),
+            "config": self.cfg.to_json(),
+            "wall_seconds": self.wall_seconds,
+            "lincae_version": lincae_cli.__version__,
+        }
+
+    def restore(self) -> bool:
+        state = load_checkpoint(self.run_dir)
+        if state is None:
+            return False
+        stored = json.loads(state["config"])
+        current = json.loads(self.cfg.to_json())
+        if stored != current:
+            differing = sorted(
+                f"{section}.{key}"
+                for section in current
+                if isinstance(current[section], dict)
+                for key in current[section]
+                if stored.get(section, {}).get(key) != current[section][key]
+            )
+            raise LincaeError(
+                f"{self.run_dir}: the checkpoint was made with a different config "
+                f"(differs in: {', '.join(differing) or 'name'}); use the same config to resume"
+            )
+        self.model.load_state_dict(state["model"])
+        self.ema = {k: v.to(self.env.device) for k, v in state["ema"].items()}
+        self.ema_updates = int(state["ema_updates"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.wall_seconds = float(state.get("wall_seconds", 0.0))
+        self.last_checkpoint_step = self.step
+        return True
+
+    def checkpoint(self) -> None:
+        if self.env.main:
+            save_checkpoint(self.run_dir, self.state())
+            self.last_checkpoint_step = self.step
+        if self.env.world > 1:
+            dist.barrier()
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        self.ema_updates += 1
+        decay = min(self.cfg.train.ema_decay, (1 + self.ema_updates) / (10 + self.ema_updates))
+        for key, value in self.model.state_dict().items():
+            if value.dtype.is_floating_point:
+                self.ema[key].lerp_(value, 1.0 - decay)
+            else:
+                self.ema[key].copy_(value)
+
+    # -- loop -------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if (self.run_dir / "checkpoint.pt").exists() and not self.resume:
+            raise LincaeError(
+                f"{self.run_dir} already holds a training run; pass --resume to continue it "
+                "or choose another --run-dir"
+            )
+        if self.resume and self.restore():
+            self.log(f"resumed at step {self.step} from {self.run_dir / 'checkpoint.pt'}")
+        self.data = load_datasets(
+            self.data_roots,
+            self.model.config.sample_rate,
+            crop_samples(self.model, cfg.data.crop_frames),
+            cfg.data.rms_threshold,
+            cfg.data.valid_fraction,
+            cfg.train.seed,
+        )
+        if self.env.main:
+            (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+
+    def local_batch(self, step: int) -> torch.Tensor:
+        assert self.data is not None
+        per_rank = self.cfg.train.batch_size // self.env.world
+        first = self.env.rank * per_rank
+        crops = self.data.train.batch(step, range(first, first + per_rank))
+        return torch.from_numpy(crops).to(self.env.device)
+
+    def train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        step = self.step
+        lr = learning_rate(step, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        audio = self.local_batch(step)
+        inputs = draw_step_inputs(audio, step, self.env.rank, cfg, self.model, self.index_weights)
+        device = self.env.device
+        per_example = self.loss_module(
+            inputs.audio,
+            None if inputs.mix_weights is None else inputs.mix_weights.to(device),
+            None if inputs.gains is None else inputs.gains.to(device),
+            inputs.sigma.to(device),
+            inputs.sigma_next.to(device),
+            inputs.noise.to(device),
+        )
+        loss = per_example.mean()
+        if not torch.isfinite(loss):
+            kept = (
+                f"the last good checkpoint (step {self.last_checkpoint_step}) is kept in "
+                f"{self.run_dir}"
+                if self.last_checkpoint_step is not None
+                else "no checkpoint was written yet"
+            )
+            raise LincaeError(
+                f"training stopped: non-finite loss at step {step}; {kept}. "
+                "Try a lower learning rate or precision fp32."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        if self.step % cfg.train.ema_every == 0:
+            self.update_ema()
+        progress = step / cfg.train.total_steps
+        low, high = augment.gain_range(progress, cfg.augment) if cfg.augment.gain else (1.0, 1.0)
+        return {
+            "step": self.step,
+            "loss": float(loss.detach()),
+            "lr": lr,
+            "consistency_step": consistency.step_size(progress, cfg.consistency),
+            "gain_low": low,
+            "gain_high": high,
+        }
+
+    def run(self) -> Path | None:
+        """Train until `stop_at`; returns the exported model path when training is complete."""
+        self.prepare()
+        metrics_path = self.run_dir / "metrics.jsonl"
+        start_step = self.step
+        started = time.monotonic()
+        interrupted = False
+        with StopRequest() as stop, self._progress(start_step) as advance:
+            self.model.train()
+            while self.step < self.stop_at:
+                t0 = time.monotonic()
+                record = self.train_step()
+                self.wall_seconds += time.monotonic() - t0
+                record["seconds_per_step"] = time.monotonic() - t0
+                if self.env.main and (self.step % self.cfg.train.log_every == 0 or self.step == 1):
+                    with open(metrics_path, "a") as handle:
+                        handle.write(json.dumps({"kind": "train", **record}) + "\n")
+                advance(record)
+                if self.step % self.cfg.train.checkpoint_every == 0:
+                    self.checkpoint()
+                if self.step % self.cfg.train.validate_every == 0 and self.env.main:
+                    self.validate(metrics_path)
+                if stop.requested:
+                    interrupted = True
+                    break
+        if self.last_checkpoint_step != self.step:
+            self.checkpoint()
+        elapsed = time.monotonic() - started
+        self.log(
+            f"{'interrupted' if interrupted else 'stopped'} at step {self.step}/"
+            f"{self.cfg.train.total_steps} after {elapsed:.0f} s; checkpoint in {self.run_dir}"
+        )
+        if self.step >= self.cfg.train.total_steps and self.env.main:
+            self.validate(metrics_path)
+            return self.export()
+        return None
+
+    @contextlib.contextmanager
+    def _progress(self, start: int) -> Iterator[Any]:
+        if not (self.show_progress and self.env.main and sys.stderr.isatty()):
+
+            def advance(record: dict[str, float]) -> None:
+                if self.env.main and self.step % self.cfg.train.log_every == 0:
+                    self.log(
+                        f"step {record['step']} loss {record['loss']:.4f} "
+                        f"lr {record['lr']:.2e} {record['seconds_per_step']:.2f} s/step"
+                    )
+
+            yield advance
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        columns = (
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, transient=False) as bar:
+            task = bar.add_task("train", total=self.stop_at, completed=start, info="")
+
+            def advance(record: dict[str, float]) -> None:
+                rate = 1.0 / max(record["seconds_per_step"], 1e-9)
+                bar.update(
+                    task,
+                    completed=record["step"],
+                    info=f"loss {record['loss']:.4f} {rate:.2f} steps/s",
+                )
+
+            yield advance
+
+    # -- validation and export --------------------------------------------------------------
+
+    def ema_model(self) -> ConsistencyAutoencoder:
+        model = ConsistencyAutoencoder(self.model.config).to(self.env.device)
+        model.load_state_dict(self.ema)
+        return model.eval()
+
+    @torch.no_grad()
+    def validate(self, metrics_path: Path) -> dict[str, float] | None:
+        assert self.data is not None
+        cfg = self.cfg
+        model = self.ema_model()
+        hop = model.config.latent_hop_samples
+        frames = max(1, int(cfg.data.valid_seconds * model.config.sample_rate) // hop)
+        samples = crop_samples(model, frames * model.config.frames_per_latent)
+        clips = validation_clips(self.data.valid, cfg.data.valid_clips, samples, cfg.train.seed)
+        if clips.shape[0] < 2:
+            return None
+        x = torch.from_numpy(clips).to(self.env.device)
+        z = model.encode(x)
+        recon = model.decode(z, seed=0)
+        half = 0.5
+        z_half = model.encode(half * x)
+        pairs = x[0::2][: x[1::2].shape[0]], x[1::2]
+        mixture = pairs[0] + pairs[1]
+        z_a, z_b = model.encode(pairs[0]), model.encode(pairs[1])
+        record = {
+            "kind": "valid",
+            "step": self.step,
+            "recon_mss": float(mss(recon, x).mean()),
+            "recon_snr_db": float(snr_db(recon, x).mean()),
+            "homogeneity_ratio_0.5": float(
+                mss(model.decode(half * z, seed=0), half * x).mean()
+                / mss(model.decode(z_half, seed=0), half * x).mean()
+            ),
+            "additivity_ratio": float(
+                mss(model.decode(z_a + z_b, seed=0), mixture).mean()
+                / mss(model.decode(model.encode(mixture), seed=0), mixture).mean()
+            ),
+        }
+        with open(metrics_path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        self._write_samples(x[:2], recon[:2], model.config.sample_rate)
+        self.log(
+            f"valid @ {self.step}: recon MSS {record['recon_mss']:.3f} "
+            f"SNR {record['recon_snr_db']:.2f} dB, homogeneity ratio "
+            f"{record['homogeneity_ratio_0.5']:.3f}, additivity ratio {record['additivity_ratio']:.3f}"
+        )
+        return record
+
+    def _write_samples(self, originals, decoded, sample_rate: int) -> None:
+        import soundfile as sf
+
+        folder = self.run_dir / "samples" / f"step{self.step:07d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, (orig, dec) in enumerate(zip(originals.cpu(), decoded.cpu(), strict=True)):
+            sf.write(folder / f"{i}_original.wav", orig.numpy(), sample_rate)
+            sf.write(folder / f"{i}_decoded.wav", dec.numpy(), sample_rate)
+
+    def export(self) -> Path:
+        assert self.data is not None
+        provenance = {
+            "trained_with": f"lincae {lincae_cli.__version__}",
+            "commit": git_commit(),
+            "command": shlex.join(sys.argv),
+            "steps": self.step,
+            "wall_seconds": round(self.wall_seconds, 1),
+            "data": self.data.description,
+            "train_config": self.cfg.to_dict(),
+        }
+        path = export_model(self.run_dir, self.model, self.ema, self.cfg.name, provenance)
+        self.log(f"exported EMA weights to {path}")
+        return path
+
+
+def export_only(cfg: TrainConfig, run_dir: Path, log=print) -> Path:
+    """Export the EMA weights of the checkpoint in `run_dir` without training."""
+    state = load_checkpoint(run_dir)
+    if state is None:
+        raise LincaeError(f"{run_dir}: no checkpoint to export (train first)")
+    model = ConsistencyAutoencoder(cfg.model.build())
+    try:
+        stored = TrainConfig.from_dict(json.loads(state["config"]))
+    except LincaeError:
+        stored = cfg
+    provenance = {
+        "trained_with": f"lincae {lincae_cli.__version__}",
+        "commit": git_commit(),
+        "command": shlex.join(sys.argv),
+        "steps": int(state["step"]),
+        "wall_seconds": round(float(state.get("wall_seconds", 0.0)), 1),
+        "train_config": stored.to_dict(),
+        "partial": int(state["step"]) < stored.train.total_steps,
+    }
+    path = export_model(run_dir, model, state["ema"], stored.name, provenance)
+    log(f"exported EMA weights of step {state['step']} to {path}")
+    return path
