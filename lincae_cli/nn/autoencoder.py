@@ -24,6 +24,20 @@ def karras_sigma(index: int, count: int, config: ModelConfig) -> float:
     return (lo + (index - 1) / (count - 1) * (hi - lo)) ** config.rho
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matrix maths is native here (CUDA with bf16, or a CPU with AVX-512 BF16 /
+    AMX), so that autocast to bf16 is a speed-up rather than an emulation."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def as_generator(seed: int | torch.Generator | None, device: torch.device) -> torch.Generator:
     if isinstance(seed, torch.Generator):
         return seed
@@ -43,14 +57,32 @@ class ConsistencyAutoencoder(nn.Module):
         self.pyramid = LatentPyramid(config)
         self.unet = Generator(config)
         self.precision: torch.dtype | None = None
+        self.channels_last = False
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
     def set_precision(self, precision: str) -> None:
-        """'fp32', 'bf16' or 'fp16': autocast dtype used by encode/decode (frontend stays fp32)."""
-        self.precision = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        """'fp32', 'bf16' or 'fp16' (or 'auto': bf16 where the hardware runs it natively, else
+        fp32): autocast dtype used by encode/decode. The STFT frontend always runs in fp32."""
+        if precision == "auto":
+            precision = "bf16" if native_bf16(self.device) else "fp32"
+        options = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+        if precision not in options:
+            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
+        self.precision = options[precision]
+
+    def optimize_for_inference(self, precision: str = "auto") -> ConsistencyAutoencoder:
+        """Eval mode, NHWC memory layout (faster oneDNN/cuDNN convolutions) and `precision`."""
+        self.eval()
+        self.to(memory_format=torch.channels_last)
+        self.channels_last = True
+        self.set_precision(precision)
+        return self
+
+    def _layout(self, rep: torch.Tensor) -> torch.Tensor:
+        return rep.contiguous(memory_format=torch.channels_last) if self.channels_last else rep
 
     @contextlib.contextmanager
     def _autocast(self) -> Iterator[None]:
@@ -65,7 +97,7 @@ class ConsistencyAutoencoder(nn.Module):
     def encode_representation(self, rep: torch.Tensor) -> torch.Tensor:
         """Unscaled latents `[batch, C, frames']` of a representation `[batch, 2, F, frames]`."""
         with self._autocast():
-            return self.encoder(rep).float()
+            return self.encoder(self._layout(rep)).float()
 
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
         """Audio `[batch, samples]` at the model rate -> scaled latents `[batch, C, frames']`.
@@ -84,7 +116,7 @@ class ConsistencyAutoencoder(nn.Module):
         """One application of the consistency function (fp32 output)."""
         sigma_t = torch.as_tensor(sigma, dtype=torch.float32, device=noisy.device)
         with self._autocast():
-            return self.unet(noisy, sigma_t, pyramid)
+            return self.unet(self._layout(noisy), sigma_t, pyramid)
 
     def decode_representation(
         self,
