@@ -90,6 +90,18 @@ class DataSection:
     valid_seconds: float = 3.0
 
 
+# Counts and periods the loop divides by or takes a modulo of.
+_POSITIVE_KEYS = (
+    "train.total_steps",
+    "train.batch_size",
+    "train.ema_every",
+    "train.checkpoint_every",
+    "train.log_every",
+    "train.validate_every",
+    "data.crop_frames",
+)
+
+
 @dataclass
 class TrainConfig:
     name: str = "lincae-small"
@@ -126,8 +138,21 @@ class TrainConfig:
                 raise LincaeError(f"unknown config section '{key}'")
             for sub, sub_value in value.items():
                 _set_field(section, key, sub, sub_value)
-        config.model.build()  # fail early on bad model keys
+        config.validate()
         return config
+
+    def validate(self) -> None:
+        """Fail early, naming the key, on values the trainer would only trip over later."""
+        model = self.model.build()
+        for dotted in _POSITIVE_KEYS:
+            section, key = dotted.split(".")
+            if getattr(getattr(self, section), key) < 1:
+                raise LincaeError(f"config key '{dotted}' must be at least 1")
+        if self.data.crop_frames % model.frames_per_latent:
+            raise LincaeError(
+                f"config key 'data.crop_frames' must be a multiple of {model.frames_per_latent} "
+                f"(STFT frames per latent frame), not {self.data.crop_frames}"
+            )
 
     @classmethod
     def load(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:

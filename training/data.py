@@ -76,8 +76,9 @@ def build_store(
     files: list[Path], cache_dir: Path, sample_rate: int, min_samples: int, label: str
 ) -> AudioStore:
     """Decode, resample and cache `files` (skipping unreadable or too-short ones, with a
-    warning and a count). The cache key covers paths, sizes and modification times."""
-    signature = hashlib.sha256()
+    warning and a count). The cache key covers paths, sizes, modification times and the
+    minimum length (which decides what is skipped)."""
+    signature = hashlib.sha256(f"min_samples={min_samples}".encode())
     for path in files:
         stat = path.stat()
         signature.update(
@@ -87,8 +88,9 @@ def build_store(
     index_path, audio_path = folder / "index.json", folder / "audio.int16"
     if index_path.exists() and audio_path.exists():
         index = json.loads(index_path.read_text())
-        audio = np.memmap(audio_path, dtype=np.int16, mode="r")
-        return AudioStore(audio, np.asarray(index["offsets"], dtype=np.int64), index["names"])
+        _warn_skipped(label, index.get("unreadable", []), index.get("short", 0))
+        offsets = np.asarray(index["offsets"], dtype=np.int64)
+        return AudioStore(_map_audio(audio_path, int(offsets[-1])), offsets, index["names"])
 
     folder.mkdir(parents=True, exist_ok=True)
     offsets, names, unreadable, short = [0], [], [], 0
@@ -105,19 +107,31 @@ def build_store(
             out.write(np.round(mono * 32767.0).astype(np.int16).tobytes())
             offsets.append(offsets[-1] + mono.shape[0])
             names.append(str(path))
+    _warn_skipped(label, unreadable, short)
+    index = {"offsets": offsets, "names": names, "unreadable": unreadable, "short": short}
+    with atomic_output(index_path) as tmp:
+        tmp.write_text(json.dumps(index))
+    return AudioStore(
+        _map_audio(audio_path, offsets[-1]), np.asarray(offsets, dtype=np.int64), names
+    )
+
+
+def _map_audio(path: Path, total_samples: int) -> np.ndarray:
+    # mmap refuses empty files, and an empty store (e.g. no validation files) is normal.
+    if total_samples == 0:
+        return np.zeros(0, np.int16)
+    return np.memmap(path, dtype=np.int16, mode="r")
+
+
+def _warn_skipped(label: str, unreadable: list[str], short: int) -> None:
+    """Warn on every load, cached or not: a skipped file stays skipped until it is fixed."""
     if unreadable:
         warnings.warn(
             f"{label}: skipped {len(unreadable)} unreadable file(s), e.g. {unreadable[0]}",
-            stacklevel=2,
+            stacklevel=3,
         )
     if short:
-        warnings.warn(f"{label}: skipped {short} file(s) shorter than one crop", stacklevel=2)
-    with atomic_output(index_path) as tmp:
-        tmp.write_text(json.dumps({"offsets": offsets, "names": names, "skipped": len(unreadable)}))
-    audio = (
-        np.memmap(audio_path, dtype=np.int16, mode="r") if offsets[-1] else np.zeros(0, np.int16)
-    )
-    return AudioStore(audio, np.asarray(offsets, dtype=np.int64), names)
+        warnings.warn(f"{label}: skipped {short} file(s) shorter than one crop", stacklevel=3)
 
 
 class CropSampler:

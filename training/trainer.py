@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +37,28 @@ from lincae_cli.errors import LincaeError
 from lincae_cli.eval.metrics import mss, snr_db
 from lincae_cli.nn.autoencoder import ConsistencyAutoencoder
 
+# Settings of the machine and of logging, not of the optimisation: a run may resume with
+# other values (e.g. more threads once a core frees up).
+RESUMABLE_CHANGES = {
+    "train.threads",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.validate_every",
+    "train.compile",
+}
+
 
 def crop_samples(model: ConsistencyAutoencoder, crop_frames: int) -> int:
     return (crop_frames - 1) * model.config.hop + model.config.n_fft
+
+
+def channels_last_convolutions(model: nn.Module) -> None:
+    """NHWC weights for the 2-D convolutions (oneDNN and cuDNN run them faster). Other 4-D
+    parameters, such as the encoder's `[1, 1, F, 1]` frequency scale, keep their layout: with
+    size-1 dims their NHWC strides differ from their gradients', which DDP warns about."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            module.to(memory_format=torch.channels_last)
 
 
 def step_generator(seed: int, step: int, rank: int, stream: int) -> torch.Generator:
@@ -240,9 +260,8 @@ class Trainer:
             precision
         ]
         torch.manual_seed(cfg.train.seed)
-        self.model = ConsistencyAutoencoder(cfg.model.build()).to(
-            self.env.device, memory_format=torch.channels_last
-        )
+        self.model = ConsistencyAutoencoder(cfg.model.build()).to(self.env.device)
+        channels_last_convolutions(self.model)
         self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.ema_updates = 0
         self.step = 0
@@ -280,14 +299,15 @@ class Trainer:
             return False
         stored = json.loads(state["config"])
         current = json.loads(self.cfg.to_json())
-        if stored != current:
-            differing = sorted(
-                f"{section}.{key}"
-                for section in current
-                if isinstance(current[section], dict)
-                for key in current[section]
-                if stored.get(section, {}).get(key) != current[section][key]
-            )
+        differing = sorted(
+            f"{section}.{key}"
+            for section in current
+            if isinstance(current[section], dict)
+            for key in current[section]
+            if stored.get(section, {}).get(key) != current[section][key]
+            and f"{section}.{key}" not in RESUMABLE_CHANGES
+        )
+        if differing or stored.get("name") != current.get("name"):
             raise LincaeError(
                 f"{self.run_dir}: the checkpoint was made with a different config "
                 f"(differs in: {', '.join(differing) or 'name'}); use the same config to resume"
@@ -304,9 +324,20 @@ class Trainer:
     def checkpoint(self) -> None:
         if self.env.main:
             save_checkpoint(self.run_dir, self.state())
-            self.last_checkpoint_step = self.step
+        # Every rank records it: the final "checkpoint unless just written" test must agree
+        # across ranks, or one rank waits in the barrier below for a partner that has left.
+        self.last_checkpoint_step = self.step
         if self.env.world > 1:
             dist.barrier()
+
+    def any_rank(self, flag: bool) -> bool:
+        """Whether `flag` holds on any rank (collective under DDP): ranks must take the same
+        branch, or the ones still training wait forever in the next all-reduce."""
+        if self.env.world == 1:
+            return flag
+        value = torch.tensor([1.0 if flag else 0.0], device=self.env.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item() > 0)
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -330,14 +361,17 @@ class Trainer:
             )
         if self.resume and self.restore():
             self.log(f"resumed at step {self.step} from {self.run_dir / 'checkpoint.pt'}")
-        self.data = load_datasets(
-            self.data_roots,
-            self.model.config.sample_rate,
-            crop_samples(self.model, cfg.data.crop_frames),
-            cfg.data.rms_threshold,
-            cfg.data.valid_fraction,
-            cfg.train.seed,
-        )
+        with warnings.catch_warnings():
+            if not self.env.main:  # skipped files are reported once, by rank 0
+                warnings.simplefilter("ignore")
+            self.data = load_datasets(
+                self.data_roots,
+                self.model.config.sample_rate,
+                crop_samples(self.model, cfg.data.crop_frames),
+                cfg.data.rms_threshold,
+                cfg.data.valid_fraction,
+                cfg.train.seed,
+            )
         if self.env.main:
             (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
@@ -366,7 +400,7 @@ class Trainer:
             inputs.noise.to(device),
         )
         loss = per_example.mean()
-        if not torch.isfinite(loss):
+        if self.any_rank(not bool(torch.isfinite(loss))):
             kept = (
                 f"the last good checkpoint (step {self.last_checkpoint_step}) is kept in "
                 f"{self.run_dir}"
@@ -416,7 +450,7 @@ class Trainer:
                     self.checkpoint()
                 if self.step % self.cfg.train.validate_every == 0 and self.env.main:
                     self.validate(metrics_path)
-                if stop.requested:
+                if self.any_rank(stop.requested):
                     interrupted = True
                     break
         if self.last_checkpoint_step != self.step:
@@ -427,7 +461,8 @@ class Trainer:
             f"{self.cfg.train.total_steps} after {elapsed:.0f} s; checkpoint in {self.run_dir}"
         )
         if self.step >= self.cfg.train.total_steps and self.env.main:
-            self.validate(metrics_path)
+            if self.step % self.cfg.train.validate_every:  # not validated at this step yet
+                self.validate(metrics_path)
             return self.export()
         return None
 
@@ -518,7 +553,8 @@ class Trainer:
         self.log(
             f"valid @ {self.step}: recon MSS {record['recon_mss']:.3f} "
             f"SNR {record['recon_snr_db']:.2f} dB, homogeneity ratio "
-            f"{record['homogeneity_ratio_0.5']:.3f}, additivity ratio {record['additivity_ratio']:.3f}"
+            f"{record['homogeneity_ratio_0.5']:.3f}, "
+            f"additivity ratio {record['additivity_ratio']:.3f}"
         )
         return record
 
@@ -552,11 +588,12 @@ def export_only(cfg: TrainConfig, run_dir: Path, log=print) -> Path:
     state = load_checkpoint(run_dir)
     if state is None:
         raise LincaeError(f"{run_dir}: no checkpoint to export (train first)")
-    model = ConsistencyAutoencoder(cfg.model.build())
     try:
         stored = TrainConfig.from_dict(json.loads(state["config"]))
     except LincaeError:
         stored = cfg
+    # The checkpoint's own model config, so that the weights fit whatever config was passed.
+    model = ConsistencyAutoencoder(stored.model.build())
     provenance = {
         "trained_with": f"lincae {lincae_cli.__version__}",
         "commit": git_commit(),

@@ -1,26 +1,69 @@
 """The `lincae` command: a Typer app whose commands live in sibling modules.
 
 User errors (LincaeError) are printed as one line with exit code 1; `--verbose` shows tracebacks.
+Command modules import torch and the engine only when they run, so `--help` stays fast.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 import lincae_cli
+from lincae_cli.cli.decode import DECODE_HELP, decode
+from lincae_cli.cli.encode import ENCODE_HELP, encode
+from lincae_cli.cli.eval import EVAL_HELP, eval_command
+from lincae_cli.cli.info import INFO_HELP, info
+from lincae_cli.cli.models import MODELS_HELP, models_app
+from lincae_cli.cli.ops import GAIN_HELP, MIX_HELP, SUBTRACT_HELP, gain, mix, subtract
 from lincae_cli.cli.train import TRAIN_HELP, train
 from lincae_cli.errors import LincaeError
 
+APP_HELP = """Encode audio into linear latents (.lat), mix/gain/subtract them, decode them back.
+
+Latents of a linear autoencoder add like the audio they encode, so mixing, gain and \
+subtraction happen on the small .lat files, without decoding. Outputs ending in .lat are \
+latents; audio extensions (.wav, .flac, .ogg, ...) decode.
+
+Examples:
+
+  lincae encode song.wav && lincae decode song.lat -o copy.wav
+
+  lincae mix vocals.lat band.lat --gains 0dB,-3dB -o mix.wav
+
+  lincae encode x.wav -o - | lincae gain - -6dB -o - | lincae decode - -o y.wav
+"""
+
+_state = {"verbose": False}
+
+
+class _LincaeGroup(TyperGroup):
+    """Prints a `LincaeError` as one line and exits 1, in every way the app is run."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LincaeError as error:
+            if _state["verbose"]:
+                raise
+            typer.echo(f"lincae: error: {error}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            typer.echo("lincae: interrupted", err=True)
+            raise
+
+
 app = typer.Typer(
     name="lincae",
-    help="Encode audio into linear latents (.lat), mix/gain/subtract them, decode them back.",
+    cls=_LincaeGroup,
+    help=APP_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-_state = {"verbose": False}
 
 
 def _version(value: bool) -> None:
@@ -39,34 +82,40 @@ def _root(
     _state["verbose"] = verbose
 
 
+app.command("encode", help=ENCODE_HELP)(encode)
+app.command("decode", help=DECODE_HELP)(decode)
+app.command("mix", help=MIX_HELP)(mix)
+# GAIN may be negative ("-6dB"): tokens that are not options are arguments.
+app.command("gain", help=GAIN_HELP, context_settings={"ignore_unknown_options": True})(gain)
+app.command("subtract", help=SUBTRACT_HELP)(subtract)
+app.command("info", help=INFO_HELP)(info)
+app.add_typer(models_app, name="models", help=MODELS_HELP)
+app.command("eval", help=EVAL_HELP)(eval_command)
 app.command("train", help=TRAIN_HELP)(train)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app, turning LincaeError into one line on stderr."""
-    verbose = "--verbose" in (argv if argv is not None else sys.argv[1:])
+    """Entry point: run the app and return its exit code (errors are printed by the group)."""
+    args = argv if argv is not None else sys.argv[1:]
+    _state["verbose"] = "--verbose" in args
     try:
-        app(args=argv, standalone_mode=False)
-    except LincaeError as exc:
-        if verbose:
+        # Without standalone mode the app returns the code of `typer.Exit` instead of exiting.
+        code = app(args=args, standalone_mode=False)
+    except LincaeError as exc:  # raised before a command ran, or with --verbose
+        if _state["verbose"]:
             raise
         typer.echo(f"lincae: error: {exc}", err=True)
         return 1
-    except KeyboardInterrupt:
-        typer.echo("lincae: interrupted", err=True)
+    except typer.Abort:
         return 130
-    except typer.Exit as exc:
+    except typer.TyperException as exc:  # usage errors: bad options, missing arguments
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            typer.echo(f"Error: {exc.format_message()}", err=True)
         return exc.exit_code
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            return 130
-        raise
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def run() -> None:

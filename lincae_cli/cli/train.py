@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -16,7 +19,8 @@ Examples:
 
   lincae train configs/m2l-small.toml --data ~/music --run-dir runs/m2l --set train.batch_size=4
 
-  torchrun --nproc-per-node 2 --no-python lincae train configs/lincae-small.toml --data ~/music --run-dir runs/ddp
+  torchrun --nproc-per-node 2 --no-python lincae train configs/lincae-small.toml
+      --data ~/music --run-dir runs/ddp   (one command)
 
   lincae train configs/lincae-small.toml --run-dir runs/small --export-only
 
@@ -72,4 +76,25 @@ def train(
     trainer = Trainer(
         cfg, run_dir, list(data), stop_at=steps, resume=resume, log=log, progress=not quiet
     )
-    trainer.run()
+    with _one_line_warnings():
+        trainer.run()
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show lincae_training's warnings (e.g. skipped data files) as `lincae: warning: ...`
+    instead of Python's two-line format with a source line; other warnings are unchanged."""
+    import lincae_training
+
+    ours = Path(lincae_training.__file__).resolve().parent
+    with warnings.catch_warnings():
+        default = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None) -> None:
+            if Path(filename).resolve().is_relative_to(ours):
+                typer.echo(f"lincae: warning: {message}", err=True)
+            else:
+                default(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield

@@ -1,0 +1,178 @@
+"""`lincae info`: what a `.lat` file holds, as a table or JSON."""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from lincae_cli.cli.common import (
+    LAT_SUFFIX,
+    STDIO,
+    InputFile,
+    JsonOption,
+    Reporter,
+    expand_inputs,
+    print_json,
+)
+from lincae_cli.errors import LincaeError
+
+if TYPE_CHECKING:
+    from lincae_cli.latents.latfile import LatentFile
+
+INFO_HELP = """Show what latent files hold: model, sample rate, channels, duration, latent \
+frames and rate, storage dtype, loudness and provenance (the operations that made them).
+
+Examples:
+
+  lincae info song.lat
+
+  lincae info latents/ --json
+
+  lincae encode song.wav -o - | lincae info -
+"""
+
+_DTYPE_NAMES = {"F16": "float16", "F32": "float32"}
+
+
+def info(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help=".lat files, folders, glob patterns, or - for stdin.", show_default=False
+        ),
+    ],
+    json_output: JsonOption = False,
+) -> None:
+    reporter = Reporter("info", quiet=True, json_output=False, stdout_busy=False)
+    files, failures = expand_inputs(inputs, {LAT_SUFFIX}, ".lat")
+    for name, message in failures:
+        reporter.failed(name, message)
+    documents = []
+    for item in files:
+        try:
+            documents.append(describe(item))
+        except LincaeError as error:
+            reporter.failed(item.name, str(error))
+    if json_output:
+        print_json(documents)
+    else:
+        _print_tables(documents)
+    raise typer.Exit(1 if reporter.count("failed") else 0)
+
+
+def describe(item: InputFile) -> dict[str, Any]:
+    """The JSON description of one .lat file (its metadata plus what the tensor says)."""
+    from lincae_cli.latents.latfile import lat_from_bytes
+
+    data = _read_bytes(item)
+    lat = lat_from_bytes(data, item.name)
+    return {
+        "file": item.name,
+        "dtype": _stored_dtype(data),
+        "frames": lat.frames,
+        "latent_channels": lat.latent_channels,
+        "duration_seconds": lat.meta.duration_seconds,
+        **lat.meta.to_json_dict(),
+        "operations": operations(lat),
+    }
+
+
+def _read_bytes(item: InputFile) -> bytes:
+    if item.is_stdin:
+        data = sys.stdin.buffer.read()
+        if not data:
+            raise LincaeError("<stdin>: not a .lat file (empty)")
+        return data
+    path = item.path
+    assert path is not None
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise LincaeError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise LincaeError(f"{path}: is a directory, not a .lat file") from None
+    except OSError as error:
+        raise LincaeError(f"{path}: cannot read ({error.strerror or error})") from None
+
+
+def _stored_dtype(data: bytes) -> str:
+    """The dtype the latents are stored in (the header was validated by `lat_from_bytes`)."""
+    (length,) = struct.unpack("<Q", data[:8])
+    dtype = json.loads(data[8 : 8 + length])["latents"]["dtype"]
+    return _DTYPE_NAMES.get(dtype, dtype)
+
+
+def operations(lat: LatentFile) -> str:
+    """The provenance as one line: ``encode(song.wav) -> gain(-6.0 dB)``."""
+    return " -> ".join(_describe_entry(entry) for entry in lat.meta.provenance) or "-"
+
+
+def _describe_entry(entry: dict[str, Any]) -> str:
+    op = str(entry.get("op", "?"))
+    if op == "encode":
+        return f"encode({Path(str(entry.get('input', '?'))).name})"
+    if op == "gain":
+        gain_db = entry.get("gain_db")
+        shown = "-inf dB" if gain_db is None else f"{gain_db:+.2f} dB"
+        if "target_lufs" in entry:
+            shown += f" to {entry['target_lufs']} LUFS"
+        return f"gain({shown})"
+    if op in ("mix", "subtract"):
+        inputs = entry.get("inputs") or []
+        names = ", ".join(Path(str(i.get("name", "?"))).name for i in inputs if isinstance(i, dict))
+        return f"{op}({names})"
+    return op
+
+
+def _print_tables(documents: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=sys.stdout)
+    for document in documents:
+        table = Table(title=document["file"], show_header=False, title_justify="left")
+        table.add_column("field", style="bold")
+        table.add_column("value")
+        for key, value in _rows(document):
+            table.add_row(key, value)
+        console.print(table)
+
+
+def _rows(d: dict[str, Any]) -> list[tuple[str, str]]:
+    loudness = d["source_loudness_lufs"]
+    if loudness is None:
+        loudness_text = "unknown"
+    else:
+        loudness_text = (
+            f"{loudness:.2f} LUFS ({'estimate' if d['loudness_is_estimate'] else 'measured'})"
+        )
+    chunking = d["chunking"]
+    chunking_text = (
+        f"{chunking.get('chunk_seconds')} s chunks, margin {chunking.get('margin_frames')}, "
+        f"crossfade {chunking.get('crossfade_frames')} frames"
+        if chunking
+        else "-"
+    )
+    return [
+        ("model", f"{d['model_name']} (sha256 {d['model_sha256'][:12]})"),
+        ("sample rate", f"{d['source_sample_rate']} Hz (model {d['model_sample_rate']} Hz)"),
+        ("channels", str(d["channels"])),
+        ("duration", f"{d['duration_seconds']:.3f} s ({d['num_samples']} samples)"),
+        (
+            "latents",
+            f"{d['frames']} frames x {d['latent_channels']} at {d['latent_rate_hz']:.3f} Hz",
+        ),
+        ("dtype", d["dtype"]),
+        ("loudness", loudness_text),
+        ("chunking", chunking_text),
+        ("operations", d["operations"]),
+        ("written by", f"lincae {d['lincae_version']} (format {d['format_version']})"),
+    ]
+
+
+__all__ = ["STDIO", "info"]

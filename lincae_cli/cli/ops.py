@@ -1,0 +1,340 @@
+"""`lincae mix`, `lincae gain`, `lincae subtract`: arithmetic on latents, no decoding needed.
+
+An output ending in .lat (or ``-``, stdout) is a latent file; an audio extension decodes the
+result with the model that made the inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from lincae_cli.cli.common import (
+    LAT_SUFFIX,
+    STDIO,
+    BatchSizeOption,
+    ChunkSecondsOption,
+    DeviceOption,
+    EngineArgs,
+    ForceOption,
+    InputFile,
+    JsonOption,
+    LimitOption,
+    ModelOption,
+    NormalizeOption,
+    PrecisionOption,
+    QuietOption,
+    Reporter,
+    SampleRateOption,
+    SeedOption,
+    SubtypeOption,
+    Task,
+    audio_suffixes,
+    check_single_output,
+    output_options,
+)
+from lincae_cli.errors import LincaeError
+
+if TYPE_CHECKING:
+    from lincae_cli.latents.latfile import LatentFile
+
+OutputArgument = Annotated[
+    str,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Result: a .lat file, - for a .lat on stdout, or an audio file (decodes).",
+        show_default=False,
+    ),
+]
+PadOption = Annotated[
+    bool,
+    typer.Option("--pad", help="Allow inputs of different lengths (shorter ones get silence)."),
+]
+DtypeOption = Annotated[
+    str, typer.Option("--dtype", help="How a .lat output stores latents: float16 or float32.")
+]
+
+MIX_HELP = """Mix latent files: the sum of their latents, with optional per-input gains.
+
+Gains are decibels (-6dB) or linear factors (0.5), comma-separated, one per input. \
+Inputs must come from the same model and have the same length (or use --pad).
+
+Examples:
+
+  lincae mix vocals.lat drums.lat bass.lat -o band.lat
+
+  lincae mix vocals.lat backing.lat --gains 0dB,-6dB -o mix.wav
+
+  lincae mix intro.lat song.lat --pad -o joined-in-time.lat
+"""
+
+GAIN_HELP = """Scale a latent file: -6dB, +3dB, 0.5 (linear), -1 (polarity flip).
+
+With --lufs TARGET the gain is the one that brings the source's integrated loudness \
+(measured when it was encoded) to TARGET LUFS, computed without decoding; the new loudness is \
+recorded as an estimate.
+
+Examples:
+
+  lincae gain song.lat -6dB -o quieter.lat
+
+  lincae gain song.lat --lufs -14 -o streaming.wav
+
+  lincae encode song.wav -o - | lincae gain - 0.5 -o - | lincae decode - -o half.wav
+"""
+
+SUBTRACT_HELP = """Subtract latent files from a mix: MIX - A - B - ...
+
+Examples:
+
+  lincae subtract mix.lat accompaniment.lat -o vocals.wav
+
+  lincae subtract band.lat drums.lat bass.lat -o rest.lat
+"""
+
+
+def mix(
+    inputs: Annotated[
+        list[str], typer.Argument(help="Two or more .lat files (- for stdin).", show_default=False)
+    ],
+    output: OutputArgument,
+    gains: Annotated[
+        str | None,
+        typer.Option(
+            "--gains",
+            help="Comma-separated gain per input, e.g. 1,0.5 or 0dB,-6dB.",
+            show_default=False,
+        ),
+    ] = None,
+    pad: PadOption = False,
+    force: ForceOption = False,
+    dtype: DtypeOption = "float16",
+    sample_rate: SampleRateOption = None,
+    subtype: SubtypeOption = None,
+    normalize: NormalizeOption = False,
+    limit: LimitOption = False,
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
+    batch_size: BatchSizeOption = None,
+    chunk_seconds: ChunkSecondsOption = 10.0,
+    precision: PrecisionOption = "auto",
+    seed: SeedOption = 0,
+    quiet: QuietOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    from lincae_cli.latents import ops
+
+    if len(inputs) < 2:
+        raise LincaeError("mix needs at least two input files")
+    gains_linear = None
+    if gains is not None:
+        parts = gains.split(",")
+        if len(parts) != len(inputs):
+            raise LincaeError(f"--gains has {len(parts)} values for {len(inputs)} inputs")
+        gains_linear = [ops.parse_gain(part) for part in parts]
+    destination = Destination(
+        "mix",
+        output,
+        force,
+        dtype,
+        EngineArgs(model, device, batch_size, chunk_seconds, precision, seed),
+        output_options(sample_rate, subtype, normalize, limit),
+        quiet,
+        json_output,
+    )
+    files, names = read_inputs(inputs)
+    destination.write(ops.mix(files, gains_linear, pad=pad, names=names), names)
+
+
+def gain(
+    input_file: Annotated[str, typer.Argument(metavar="IN", help=".lat file (- for stdin).")],
+    output: OutputArgument,
+    gain_text: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="GAIN", help="-6dB, +3dB, 0.5, ... (omit with --lufs).", show_default=False
+        ),
+    ] = None,
+    lufs: Annotated[
+        float | None,
+        typer.Option(
+            "--lufs",
+            help="Target integrated loudness in LUFS, instead of GAIN.",
+            show_default=False,
+        ),
+    ] = None,
+    force: ForceOption = False,
+    dtype: DtypeOption = "float16",
+    sample_rate: SampleRateOption = None,
+    subtype: SubtypeOption = None,
+    normalize: NormalizeOption = False,
+    limit: LimitOption = False,
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
+    batch_size: BatchSizeOption = None,
+    chunk_seconds: ChunkSecondsOption = 10.0,
+    precision: PrecisionOption = "auto",
+    seed: SeedOption = 0,
+    quiet: QuietOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    from lincae_cli.latents import ops
+
+    if (gain_text is None) == (lufs is None):
+        raise LincaeError("give either a GAIN (like -6dB or 0.5) or --lufs TARGET, not both")
+    factor = None if gain_text is None else ops.parse_gain(gain_text)
+    destination = Destination(
+        "gain",
+        output,
+        force,
+        dtype,
+        EngineArgs(model, device, batch_size, chunk_seconds, precision, seed),
+        output_options(sample_rate, subtype, normalize, limit),
+        quiet,
+        json_output,
+    )
+    (source,), names = read_inputs([input_file])
+    if lufs is not None:
+        loudness = source.meta.source_loudness_lufs
+        if loudness is None:
+            raise LincaeError(
+                f"{names[0]}: no recorded loudness (silent, shorter than 0.4 s, or a mix of "
+                f"several inputs), so --lufs cannot be used; give a GAIN instead"
+            )
+        factor = ops.gain_for_target_lufs(loudness, lufs)
+    assert factor is not None
+    result = ops.gain(source, factor)
+    if lufs is not None:
+        # Record what was asked for alongside the gain that achieves it.
+        last = {**result.meta.provenance[-1], "target_lufs": lufs}
+        meta = dataclasses.replace(result.meta, provenance=[*result.meta.provenance[:-1], last])
+        result = dataclasses.replace(result, meta=meta)
+    gain_db = None if factor == 0 else 20 * math.log10(abs(factor))
+    destination.write(result, names, gain_linear=factor, gain_db=gain_db)
+
+
+def subtract(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="MIX OTHER...",
+            help="The mix, then the .lat files to take out of it (- for stdin).",
+            show_default=False,
+        ),
+    ],
+    output: OutputArgument,
+    pad: PadOption = False,
+    force: ForceOption = False,
+    dtype: DtypeOption = "float16",
+    sample_rate: SampleRateOption = None,
+    subtype: SubtypeOption = None,
+    normalize: NormalizeOption = False,
+    limit: LimitOption = False,
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
+    batch_size: BatchSizeOption = None,
+    chunk_seconds: ChunkSecondsOption = 10.0,
+    precision: PrecisionOption = "auto",
+    seed: SeedOption = 0,
+    quiet: QuietOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    from lincae_cli.latents import ops
+
+    if len(inputs) < 2:
+        raise LincaeError("subtract needs a mix and at least one file to take out of it")
+    destination = Destination(
+        "subtract",
+        output,
+        force,
+        dtype,
+        EngineArgs(model, device, batch_size, chunk_seconds, precision, seed),
+        output_options(sample_rate, subtype, normalize, limit),
+        quiet,
+        json_output,
+    )
+    files, names = read_inputs(inputs)
+    destination.write(ops.subtract(files[0], files[1:], pad=pad, names=names), names)
+
+
+def read_inputs(args: list[str]) -> tuple[list[LatentFile], list[str]]:
+    """The latent files named by ``args`` (``-`` is stdin, once), and their display names."""
+    from lincae_cli.latents.latfile import read_lat
+
+    if args.count(STDIO) > 1:
+        raise LincaeError("- (stdin) can be given only once")
+    for arg in args:
+        if arg != STDIO and Path(arg).suffix.lower() in audio_suffixes():
+            raise LincaeError(
+                f"{arg}: is audio, not a .lat file; encode it first with `lincae encode`"
+            )
+    names = ["<stdin>" if arg == STDIO else arg for arg in args]
+    return [read_lat(arg) for arg in args], names
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a command's one result goes: a .lat (path or stdout), or audio (decoded).
+
+    Built before any work so that a bad or existing output fails fast.
+    """
+
+    command: str
+    output: str
+    force: bool
+    dtype: str
+    engine_args: EngineArgs
+    audio_options: Any
+    quiet: bool
+    json_output: bool
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float16", "float32"):
+            raise LincaeError(f"--dtype must be float16 or float32, not {self.dtype!r}")
+        if not (self.writes_latents or self.writes_audio):
+            suffix = Path(self.output).suffix
+            raise LincaeError(
+                f"{self.output}: unknown output type {suffix!r}; use .lat, or an audio extension "
+                f"({', '.join(sorted(audio_suffixes()))})"
+            )
+        check_single_output(self.output, self.force)
+
+    @property
+    def writes_latents(self) -> bool:
+        return self.output == STDIO or Path(self.output).suffix.lower() == LAT_SUFFIX
+
+    @property
+    def writes_audio(self) -> bool:
+        return Path(self.output).suffix.lower() in audio_suffixes()
+
+    def write(self, result: LatentFile, names: list[str], **fields: object) -> None:
+        """Write (or decode) ``result``, print the summary and exit with its code."""
+        from lincae_cli.latents.latfile import write_lat
+
+        reporter = Reporter(self.command, self.quiet, self.json_output, self.output == STDIO)
+        task = Task(InputFile(Path(self.command)), self.output)
+        if self.writes_latents:
+            write_lat(self.output, result, dtype=self.dtype)
+            reporter.ok(task, duration_seconds=round(result.meta.duration_seconds, 6))
+        else:
+            from lincae_cli.cli.decode import decode_latent_files, decoding_model_for
+
+            spec = self.engine_args.model or decoding_model_for(result, self.output)
+            decode_latent_files(
+                [(task, result)], spec, self.engine_args, self.audio_options, reporter, self.quiet
+            )
+        reporter.records[-1].update(
+            inputs=names,
+            frames=result.frames,
+            channels=result.channels,
+            loudness_lufs=result.meta.source_loudness_lufs,
+            loudness_is_estimate=result.meta.loudness_is_estimate,
+            **fields,
+        )
+        raise typer.Exit(reporter.finish())

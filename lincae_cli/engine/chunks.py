@@ -1,0 +1,201 @@
+"""Chunk planning and crossfade maths: long audio in fixed-size, overlapping pieces.
+
+Time is counted in latent frames: frame ``k`` covers model-rate samples ``[k·H, (k+1)·H)``
+with ``H = latent_hop_samples``. A sequence of ``L`` frames is cut into chunks whose *cores*
+tile ``[0, L)``, ``chunk_frames`` each (the last core may be shorter). Each chunk is processed
+as a *window*: its core plus ``margin_frames`` of context on both sides, always
+``chunk_frames + 2·margin_frames`` long (zeros beyond the ends of the file), so that every
+forward pass has the same shape whatever the file.
+
+Neighbouring windows overlap by ``2·margin_frames``. Their outputs are blended by an
+equal-gain linear crossfade ``crossfade_frames`` long, centred on the boundary between the two
+cores; the rest of each margin is discarded (overlap-save). With ``crossfade_frames = 0``
+windows are cut hard at the core boundaries.
+
+Everything here is pure: numbers and numpy arrays in, numbers and numpy arrays out. The same
+maths serves latents (one position per frame, ``unit = 1``) and audio (``unit = H`` positions
+per frame).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """How a sequence is chunked, in latent frames."""
+
+    chunk_frames: int
+    margin_frames: int
+    crossfade_frames: int
+
+    def __post_init__(self) -> None:
+        if self.chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be at least 1, got {self.chunk_frames}")
+        if self.margin_frames < 0:
+            raise ValueError(f"margin_frames must be at least 0, got {self.margin_frames}")
+        if self.crossfade_frames < 0 or self.crossfade_frames % 2:
+            raise ValueError(f"crossfade_frames must be even and >= 0, got {self.crossfade_frames}")
+        if self.crossfade_frames > 2 * self.margin_frames:
+            raise ValueError("crossfade_frames cannot exceed the overlap (2 * margin_frames)")
+        if self.crossfade_frames > self.chunk_frames:
+            raise ValueError("crossfade_frames cannot exceed chunk_frames")
+
+    @property
+    def window_frames(self) -> int:
+        """Frames of every forward pass: core plus both margins."""
+        return self.chunk_frames + 2 * self.margin_frames
+
+    def to_metadata(self, latent_rate_hz: float) -> dict[str, float | int | str]:
+        """The ``chunking`` entry of a `.lat` file (see docs/cli.md)."""
+        return {
+            "chunk_frames": self.chunk_frames,
+            "chunk_seconds": round(self.chunk_frames / latent_rate_hz, 6),
+            "margin_frames": self.margin_frames,
+            "crossfade_frames": self.crossfade_frames,
+            "window_frames": self.window_frames,
+            "overlap_seconds": round(2 * self.margin_frames / latent_rate_hz, 6),
+            "padding": "zeros",
+        }
+
+
+@dataclass(frozen=True)
+class Window:
+    """One chunk: its window ``[start, start + window_frames)`` and core ``[core_start,
+    core_stop)``, in latent frames; ``start`` is negative for the first chunk."""
+
+    index: int
+    start: int
+    core_start: int
+    core_stop: int
+    is_last: bool
+
+
+def chunk_frames_for_seconds(chunk_seconds: float, sample_rate: int, latent_hop: int) -> int:
+    """Whole latent frames closest to ``chunk_seconds`` (at least one)."""
+    if not (math.isfinite(chunk_seconds) and chunk_seconds > 0):
+        raise ValueError(f"chunk_seconds must be positive, got {chunk_seconds}")
+    return max(1, round(chunk_seconds * sample_rate / latent_hop))
+
+
+def latent_frames_for_samples(num_samples: int, latent_hop: int) -> int:
+    """Latent frames covering ``num_samples`` model-rate samples: ``ceil(N / H)``."""
+    return -(-num_samples // latent_hop)
+
+
+def plan_chunks(total_frames: int, spec: ChunkSpec) -> list[Window]:
+    """The windows that cover ``total_frames`` latent frames (at least one window)."""
+    if total_frames < 1:
+        raise ValueError(f"total_frames must be at least 1, got {total_frames}")
+    count = -(-total_frames // spec.chunk_frames)
+    windows = []
+    for index in range(count):
+        core_start = index * spec.chunk_frames
+        windows.append(
+            Window(
+                index=index,
+                start=core_start - spec.margin_frames,
+                core_start=core_start,
+                core_stop=min(core_start + spec.chunk_frames, total_frames),
+                is_last=index == count - 1,
+            )
+        )
+    return windows
+
+
+@dataclass(frozen=True)
+class WindowWeights:
+    """Crossfade weights of one window, at ``unit`` positions per latent frame.
+
+    Only ``[begin, end)`` (positions relative to the window start) has non-zero weight;
+    ``values`` holds the weights of that stretch.
+    """
+
+    begin: int
+    end: int
+    values: np.ndarray
+
+
+def window_weights(window: Window, spec: ChunkSpec, unit: int = 1) -> WindowWeights:
+    """Equal-gain linear crossfade weights of ``window``.
+
+    Summed over all windows, the weights are exactly 1 at every position of ``[0, L·unit)``:
+    where two windows overlap, one ramps down as the other ramps up, each ramp being
+    ``(t + 0.5) / crossfade`` at position ``t`` of the crossfade.
+    """
+    half = spec.crossfade_frames * unit // 2
+    fade = spec.crossfade_frames * unit
+    origin = window.start * unit
+    begin = window.core_start * unit - (half if window.index > 0 else 0)
+    end = window.core_stop * unit + (0 if window.is_last else half)
+    positions = np.arange(begin, end, dtype=np.float64)
+    weights = np.ones(end - begin, dtype=np.float64)
+    if window.index > 0 and fade:
+        ramp_start = window.core_start * unit - half
+        rising = (positions - ramp_start + 0.5) / fade
+        weights = np.where(positions < ramp_start + fade, rising, weights)
+    if not window.is_last and fade:
+        ramp_start = window.core_stop * unit - half
+        falling = 1.0 - (positions - ramp_start + 0.5) / fade
+        weights = np.where(positions >= ramp_start, falling, weights)
+    return WindowWeights(begin - origin, end - origin, weights.astype(np.float32))
+
+
+def finished_until(window: Window, spec: ChunkSpec, total: int, unit: int = 1) -> int:
+    """Positions before this are final once windows ``0..window.index`` have been added."""
+    if window.is_last:
+        return total
+    return min(total, window.core_stop * unit - spec.crossfade_frames * unit // 2)
+
+
+class OverlapAdd:
+    """Accumulates weighted windows along the last axis and hands out finished stretches.
+
+    The buffer is ``[rows, *row_shape, positions]``; ``add`` sums values into it at absolute
+    positions (clipped to ``[0, total)``), ``release`` returns and forgets everything before a
+    position. Only the stretch between the last release and the furthest addition is held.
+    """
+
+    def __init__(self, rows: int, total: int, row_shape: tuple[int, ...] = (), reserve: int = 0):
+        self.total = total
+        self._offset = 0
+        self._buffer = np.zeros((rows, *row_shape, min(reserve, total)), dtype=np.float32)
+
+    @property
+    def released(self) -> int:
+        """Positions handed out so far."""
+        return self._offset
+
+    def _ensure(self, end: int) -> None:
+        needed = end - self._offset
+        have = self._buffer.shape[-1]
+        if needed > have:
+            grown = max(needed, min(2 * have, self.total - self._offset))
+            pad = [(0, 0)] * (self._buffer.ndim - 1) + [(0, grown - have)]
+            self._buffer = np.pad(self._buffer, pad)
+
+    def add(self, row: int, position: int, values: np.ndarray) -> None:
+        """Add ``values`` (``[*row_shape, n]``) to ``row`` from absolute ``position`` on."""
+        begin = max(position, 0)
+        end = min(position + values.shape[-1], self.total)
+        if end <= begin:
+            return
+        if begin < self._offset:
+            raise ValueError(f"position {begin} was already released (up to {self._offset})")
+        self._ensure(end)
+        target = self._buffer[row, ..., begin - self._offset : end - self._offset]
+        target += values[..., begin - position : end - position]
+
+    def release(self, until: int) -> np.ndarray:
+        """Everything in ``[released, until)`` as ``[rows, *row_shape, n]``, then forget it."""
+        until = min(until, self.total)
+        count = max(0, until - self._offset)
+        self._ensure(self._offset + count)
+        out = self._buffer[..., :count].copy()
+        self._buffer = self._buffer[..., count:]
+        self._offset += count
+        return out
