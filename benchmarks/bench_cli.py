@@ -76,16 +76,37 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--long-minutes", type=float, default=30.0)
-    parser.add_argument("--skip-long", action="store_true")
+    parser.add_argument("--skip-batch", action="store_true", help="only the long file")
     parser.add_argument("--skip-per-file", action="store_true")
+    parser.add_argument("--skip-long", action="store_true")
+    parser.add_argument("--skip-long-decode", action="store_true")
     parser.add_argument("--extra", default="", help="more lincae options, e.g. '--batch-size 2'")
     parser.add_argument("--workdir", type=Path, help="keep files here (default: a temp folder)")
     options = parser.parse_args()
 
     work = options.workdir or Path(tempfile.mkdtemp(prefix="lincae-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    model_args: list[str] = []
-    label = "embedded default model"
+    model_args, label = choose_model(options, work)
+    common = [*model_args, "--quiet", *options.extra.split()]
+    rows: list[tuple[str, float, float, int]] = []
+    notes = []
+    if not options.skip_batch:
+        notes += bench_batch(options, work, common, rows)
+    if not options.skip_long:
+        notes += bench_long(options, work, common, rows)
+
+    print(f"\nlincae CLI benchmark, {label}, {os.cpu_count()} CPUs, stereo 44.1 kHz\n")
+    print("| run | audio (s) | wall (s) | x-realtime | peak RSS (MB) |")
+    print("|---|---:|---:|---:|---:|")
+    for name, audio_seconds, wall, rss in rows:
+        speed = audio_seconds / wall
+        print(f"| {name} | {audio_seconds:.0f} | {wall:.1f} | {speed:.2f} | {rss / 1e6:.0f} |")
+    print("", *notes, sep="\n")
+    if options.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def choose_model(options: argparse.Namespace, work: Path) -> tuple[list[str], str]:
     if options.random_preset:
         import torch
 
@@ -96,84 +117,66 @@ def main() -> None:
 
         torch.manual_seed(0)
         path = work / f"random-{options.random_preset}.safetensors"
-        model = ConsistencyAutoencoder(preset(options.random_preset))
-        save_model(model, path, name=f"random-{options.random_preset}")
-        model_args, label = ["--model", str(path)], f"random {options.random_preset} preset"
-    elif options.model:
-        model_args, label = ["--model", options.model], options.model
-    common = [*model_args, "--quiet", *options.extra.split()]
+        save_model(
+            ConsistencyAutoencoder(preset(options.random_preset)),
+            path,
+            name=f"random-{options.random_preset}",
+        )
+        return ["--model", str(path)], f"random-weight '{options.random_preset}' preset"
+    if options.model:
+        return ["--model", options.model], options.model
+    return [], "embedded default model"
 
+
+def bench_batch(
+    options: argparse.Namespace, work: Path, common: list[str], rows: list
+) -> list[str]:
+    """Many clips: one process for all, then one process per clip."""
     clips = work / "clips"
     clips.mkdir(exist_ok=True)
     for index in range(options.files):
-        soundfile.write(
-            clips / f"clip{index:02d}.wav", music_like(options.seconds, index), SAMPLE_RATE
-        )
-    batch_seconds = options.files * options.seconds
-    rows = []
-
+        audio = music_like(options.seconds, index)
+        soundfile.write(clips / f"clip{index:02d}.wav", audio, SAMPLE_RATE)
     for folder in ("lat", "wav", "lat-single"):
         shutil.rmtree(work / folder, ignore_errors=True)
-    wall, rss = run(["encode", str(clips), "-o", str(work / "lat"), *common])
-    rows.append(
-        (f"encode {options.files} x {options.seconds:g} s, one process", batch_seconds, wall, rss)
-    )
-    encode_batch_wall = wall
+    audio_seconds = options.files * options.seconds
+    what = f"{options.files} x {options.seconds:g} s"
+
+    batch_wall, rss = run(["encode", str(clips), "-o", str(work / "lat"), *common])
+    rows.append((f"encode {what}, one process", audio_seconds, batch_wall, rss))
     wall, rss = run(["decode", str(work / "lat"), "-o", str(work / "wav"), *common])
-    rows.append(
-        (f"decode {options.files} x {options.seconds:g} s, one process", batch_seconds, wall, rss)
-    )
+    rows.append((f"decode {what}, one process", audio_seconds, wall, rss))
+    if options.skip_per_file:
+        return []
+    total, peak = 0.0, 0
+    (work / "lat-single").mkdir()
+    for clip in sorted(clips.iterdir()):
+        target = work / "lat-single" / f"{clip.stem}.lat"
+        wall, rss = run(["encode", str(clip), "-o", str(target), *common])
+        total, peak = total + wall, max(peak, rss)
+    rows.append((f"encode {what}, a process per file", audio_seconds, total, peak))
+    speedup = total / batch_wall
+    verdict = "ok" if speedup >= 1.5 else "BELOW the 1.5x target"
+    return [f"batched encoding vs a process per file: {speedup:.2f}x faster ({verdict})"]
 
-    if not options.skip_per_file:
-        total, peak = 0.0, 0
-        (work / "lat-single").mkdir()
-        for clip in sorted(clips.iterdir()):
-            wall, rss = run(
-                ["encode", str(clip), "-o", str(work / "lat-single" / f"{clip.stem}.lat"), *common]
-            )
-            total, peak = total + wall, max(peak, rss)
-        rows.append(
-            (
-                f"encode {options.files} x {options.seconds:g} s, a process per file",
-                batch_seconds,
-                total,
-                peak,
-            )
-        )
-        speedup = total / encode_batch_wall
 
-    if not options.skip_long:
-        long_file = work / "long.wav"
-        if not long_file.exists():
-            write_long(long_file, options.long_minutes)
-        long_seconds = options.long_minutes * 60
-        for target in (work / "long.lat", work / "long-decoded.wav"):
-            target.unlink(missing_ok=True)
-        wall, long_encode_rss = run(
-            ["encode", str(long_file), "-o", str(work / "long.lat"), *common]
-        )
-        rows.append(
-            (f"encode one {options.long_minutes:g} min file", long_seconds, wall, long_encode_rss)
-        )
-        wall, rss = run(
-            ["decode", str(work / "long.lat"), "-o", str(work / "long-decoded.wav"), *common]
-        )
-        rows.append((f"decode one {options.long_minutes:g} min file", long_seconds, wall, rss))
-
-    print(f"\nlincae CLI benchmark, {label}, {os.cpu_count()} CPUs, stereo 44.1 kHz\n")
-    print("| run | audio (s) | wall (s) | x-realtime | peak RSS (MB) |")
-    print("|---|---:|---:|---:|---:|")
-    for name, audio_seconds, wall, rss in rows:
-        speed = audio_seconds / wall
-        print(f"| {name} | {audio_seconds:.0f} | {wall:.1f} | {speed:.2f} | {rss / 1e6:.0f} |")
-    if not options.skip_per_file:
-        verdict = "ok" if speedup >= 1.5 else "BELOW the 1.5x target"
-        print(f"\nbatched encoding vs a process per file: {speedup:.2f}x faster ({verdict})")
-    if not options.skip_long:
-        verdict = "ok" if long_encode_rss < RSS_LIMIT_BYTES else "OVER the 2 GB limit"
-        print(f"long-file encode peak RSS: {long_encode_rss / 1e9:.2f} GB ({verdict})")
-    if options.workdir is None:
-        shutil.rmtree(work, ignore_errors=True)
+def bench_long(options: argparse.Namespace, work: Path, common: list[str], rows: list) -> list[str]:
+    """One long file through encode (and decode)."""
+    long_file = work / f"long-{options.long_minutes:g}min.wav"
+    if not long_file.exists():
+        write_long(long_file, options.long_minutes)
+    audio_seconds = options.long_minutes * 60
+    what = f"one {options.long_minutes:g} min file"
+    encoded, decoded = work / "long.lat", work / "long-decoded.wav"
+    encoded.unlink(missing_ok=True)
+    decoded.unlink(missing_ok=True)
+    wall, encode_rss = run(["encode", str(long_file), "-o", str(encoded), *common])
+    rows.append((f"encode {what}", audio_seconds, wall, encode_rss))
+    if not options.skip_long_decode:
+        wall, rss = run(["decode", str(encoded), "-o", str(decoded), *common])
+        rows.append((f"decode {what}", audio_seconds, wall, rss))
+    verdict = "ok" if encode_rss < RSS_LIMIT_BYTES else "OVER the 2 GB limit"
+    return [f"long-file encode peak RSS: {encode_rss / 1e9:.2f} GB ({verdict})"]
 
 
 if __name__ == "__main__":

@@ -100,7 +100,10 @@ def choose_device(name: str, shard: ShardInfo | None = None) -> torch.device:
             return torch.device("cuda", shard.local_rank % torch.cuda.device_count())
     if name.startswith("mps") and not mps:
         raise LincaeError("--device mps: Apple MPS is not available to this torch")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise LincaeError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
 
 
 def default_batch_size(device: torch.device) -> int:

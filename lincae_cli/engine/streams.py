@@ -323,11 +323,10 @@ class AudioSink:
         self._held: list[np.ndarray] = []
         self._file: soundfile.SoundFile | None = None
         self._atomic: Any = None
-        self._streaming = target is not None and os.fspath(target) != STDIO_NAME
-        self._streaming = self._streaming and not options.normalize
-        self.container = "WAV"
-        if target is not None and os.fspath(target) != STDIO_NAME:
-            self.container = output_container(Path(target))
+        to_file = target is not None and os.fspath(target) != STDIO_NAME
+        self.container = output_container(Path(target)) if to_file else "WAV"  # type: ignore[arg-type]
+        # Peak normalisation needs the whole output before the first sample is written.
+        self._streaming = to_file and not options.normalize
 
     @property
     def name(self) -> str:
