@@ -237,9 +237,11 @@ class Generator(nn.Module):
                 x = next(layers)(x, time_emb)
             if level != 0:
                 x = next(layers)(x)
-        x = (x + self.conv_decoded(pyramid[0])) / _SQRT2
-        x = F.silu(self.norm_out(x))
-        if config.frequency_scaling:
-            x = x * (1.0 + self.scale_out(emb).reshape(batch, 1, -1, 1))
-        x = self.conv_out(x)
-        return c_skip * noisy.float() + c_out * x.float()
+        # The output head runs in fp32 even under autocast: its error reaches the audio directly.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = (x.float() + self.conv_decoded(pyramid[0].float())) / _SQRT2
+            x = F.silu(self.norm_out(x))
+            if config.frequency_scaling:
+                x = x * (1.0 + self.scale_out(emb).reshape(batch, 1, -1, 1))
+            x = self.conv_out(x)
+        return c_skip * noisy.float() + c_out * x
