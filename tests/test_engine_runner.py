@@ -132,10 +132,12 @@ def _peak_memory(seconds: float, folder: Path) -> tuple[int, int]:
 
 def test_memory_follows_the_chunk_not_the_file(tmp_path: Path) -> None:
     short = _peak_memory(60.0, tmp_path)
-    long = _peak_memory(300.0, tmp_path)  # 5 minutes: 53 MB as float32
+    long = _peak_memory(600.0, tmp_path)  # 10 minutes: 106 MB as float32
+    window_bytes = 124 * H * 4  # one 10 s window (108 frames + 2 x 8 margin) of float32 audio
     for short_peak, long_peak in zip(short, long, strict=True):
-        assert long_peak < 1.2 * short_peak + 1e6, (short, long)
-        assert long_peak < 300 * 44100 * 4 / 2
+        # The reader thread may be a few windows ahead, depending on thread timing.
+        assert long_peak < short_peak + 4 * window_bytes, (short, long)
+        assert long_peak < 10 * window_bytes, (short, long)  # the file is 52 windows
 
 
 def test_batches_mix_files_and_one_bad_file_does_not_stop_the_others() -> None:

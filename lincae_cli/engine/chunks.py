@@ -129,20 +129,18 @@ def window_weights(window: Window, spec: ChunkSpec, unit: int = 1) -> WindowWeig
     """
     half = spec.crossfade_frames * unit // 2
     fade = spec.crossfade_frames * unit
-    origin = window.start * unit
     begin = window.core_start * unit - (half if window.index > 0 else 0)
     end = window.core_stop * unit + (0 if window.is_last else half)
-    positions = np.arange(begin, end, dtype=np.float64)
-    weights = np.ones(end - begin, dtype=np.float64)
+    weights = np.ones(end - begin, dtype=np.float32)
+    rising = (np.arange(fade) + 0.5) / fade
     if window.index > 0 and fade:
-        ramp_start = window.core_start * unit - half
-        rising = (positions - ramp_start + 0.5) / fade
-        weights = np.where(positions < ramp_start + fade, rising, weights)
+        # Starts at `begin`; a short last core can end before the ramp does.
+        weights[:fade] = rising[: end - begin]
     if not window.is_last and fade:
-        ramp_start = window.core_stop * unit - half
-        falling = 1.0 - (positions - ramp_start + 0.5) / fade
-        weights = np.where(positions >= ramp_start, falling, weights)
-    return WindowWeights(begin - origin, end - origin, weights.astype(np.float32))
+        ramp_start = window.core_stop * unit - half - begin
+        weights[ramp_start:] = 1.0 - rising
+    origin = window.start * unit
+    return WindowWeights(begin - origin, end - origin, weights)
 
 
 def finished_until(window: Window, spec: ChunkSpec, total: int, unit: int = 1) -> int:
