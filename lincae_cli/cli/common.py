@@ -470,3 +470,8 @@ def lat_suffix(_: InputFile) -> str:
 
 def is_lat_output(output: str) -> bool:
     return Path(output).suffix.lower() == LAT_SUFFIX
+
+
+DtypeOption = Annotated[
+    str, typer.Option("--dtype", help="How a .lat output stores latents: float16 or float32.")
+]

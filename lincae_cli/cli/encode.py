@@ -13,6 +13,7 @@ from lincae_cli.cli.common import (
     BatchSizeOption,
     ChunkSecondsOption,
     DeviceOption,
+    DtypeOption,
     EngineArgs,
     ForceOption,
     JsonOption,
@@ -80,9 +81,7 @@ def encode(
     ] = None,
     skip_existing: SkipExistingOption = False,
     force: ForceOption = False,
-    dtype: Annotated[
-        str, typer.Option("--dtype", help="How latents are stored: float16 or float32.")
-    ] = "float16",
+    dtype: DtypeOption = "float16",
     model: ModelOption = None,
     device: DeviceOption = "auto",
     batch_size: BatchSizeOption = None,

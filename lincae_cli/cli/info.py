@@ -88,16 +88,10 @@ def _read_bytes(item: InputFile) -> bytes:
         if not data:
             raise LincaeError("<stdin>: not a .lat file (empty)")
         return data
-    path = item.path
-    assert path is not None
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise LincaeError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise LincaeError(f"{path}: is a directory, not a .lat file") from None
-    except OSError as error:
-        raise LincaeError(f"{path}: cannot read ({error.strerror or error})") from None
+    from lincae_cli.latents.latfile import read_lat_bytes
+
+    assert item.path is not None
+    return read_lat_bytes(item.path)
 
 
 def _stored_dtype(data: bytes) -> str:

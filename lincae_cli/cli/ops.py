@@ -20,6 +20,7 @@ from lincae_cli.cli.common import (
     BatchSizeOption,
     ChunkSecondsOption,
     DeviceOption,
+    DtypeOption,
     EngineArgs,
     ForceOption,
     InputFile,
@@ -55,9 +56,6 @@ OutputArgument = Annotated[
 PadOption = Annotated[
     bool,
     typer.Option("--pad", help="Allow inputs of different lengths (shorter ones get silence)."),
-]
-DtypeOption = Annotated[
-    str, typer.Option("--dtype", help="How a .lat output stores latents: float16 or float32.")
 ]
 
 MIX_HELP = """Mix latent files: the sum of their latents, with optional per-input gains.

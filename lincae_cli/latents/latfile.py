@@ -226,7 +226,7 @@ def read_lat(source: PathOrStream) -> LatentFile:
         if os.fspath(source) == STDIO_NAME:
             data = sys.stdin.buffer.read()
         else:
-            data = _read_path_bytes(Path(source))
+            data = read_lat_bytes(Path(source))
     else:
         data = source.read()
     if not data:
@@ -241,7 +241,8 @@ def _display_name(target: PathOrStream, stdio_name: str) -> str:
     return str(getattr(target, "name", "<stream>"))
 
 
-def _read_path_bytes(path: Path) -> bytes:
+def read_lat_bytes(path: Path) -> bytes:
+    """The bytes of a .lat file, or a LincaeError naming it (missing, a folder, unreadable)."""
     try:
         return path.read_bytes()
     except FileNotFoundError:
