@@ -460,3 +460,49 @@ def test_existing_run_dir_without_resume(workspace, paused_run, tmp_path, capsys
     assert train(workspace, run_dir) == 1
     assert_one_line_error(capsys, "already holds a training run", "--resume")
     assert load_state(run_dir)["step"] == 2
+
+
+def test_warm_start_from_exported_weights(workspace, paused_run, tmp_path, capsys):
+    """train.init_from loads the weights into model and EMA, then trains with fresh schedules;
+    the export records where it started from."""
+    source = copy_run(paused_run, tmp_path)
+    assert (
+        main(["train", str(workspace / "tiny.toml"), "--run-dir", str(source), "--export-only"])
+        == 0
+    )
+    weights = source / "model.safetensors"
+    initial = load_model(weights).state_dict()
+    run_dir = tmp_path / "warm"
+    init = f"train.init_from={weights}"
+    assert train(workspace, run_dir, "--set", init, "--steps", "1", "--quiet") == 0
+    state = load_state(run_dir)
+    assert state["step"] == 1
+    # One update away from the source weights, not from a random init.
+    fresh = ConsistencyAutoencoder(load_model(weights).config).state_dict()
+    name = "encoder.down_layers.0.conv1.weight"
+    moved = (state["model"][name] - initial[name]).norm()
+    assert moved < 0.5 * (fresh[name] - initial[name]).norm()
+    assert train(workspace, run_dir, "--set", init, "--resume", "--quiet") == 0
+    provenance = load_model(run_dir / "model.safetensors").provenance
+    assert provenance["steps"] == 6
+    assert provenance["initialised_from"]["sha256"] == load_model(weights).weights_sha256
+    assert provenance["initialised_from"]["provenance"]["steps"] == 2
+    assert provenance["commit"] == state["commit"]
+
+
+def test_warm_start_needs_the_same_architecture(workspace, paused_run, tmp_path, capsys):
+    source = copy_run(paused_run, tmp_path)
+    assert (
+        main(["train", str(workspace / "tiny.toml"), "--run-dir", str(source), "--export-only"])
+        == 0
+    )
+    capsys.readouterr()
+    run_dir = tmp_path / "warm"
+    args = ["--set", f"train.init_from={source / 'model.safetensors'}"]
+    assert train(workspace, run_dir, *args, "--set", "model.cond_channels=16") == 1
+    assert_one_line_error(capsys, "init_from", "same architecture")
+    assert (
+        train(workspace, tmp_path / "w2", "--set", f"train.init_from={tmp_path}/none.safetensors")
+        == 1
+    )
+    assert_one_line_error(capsys, "none.safetensors")

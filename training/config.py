@@ -53,6 +53,9 @@ class TrainSection:
     precision: str = "bf16"  # fp32 | bf16 | fp16 (fp16 only on CUDA)
     compile: bool = False
     threads: int = 0  # torch intra-op threads; 0 = all cores
+    # Warm start: a model.safetensors (e.g. an earlier run's export) whose weights initialise
+    # the model and its EMA; optimiser and schedules start fresh. Empty = random init.
+    init_from: str = ""
 
 
 @dataclass

@@ -35,6 +35,7 @@ from torch import nn
 import lincae_cli
 from lincae_cli.errors import LincaeError
 from lincae_cli.eval.metrics import mss, snr_db
+from lincae_cli.hub.store import load_model
 from lincae_cli.nn.autoencoder import ConsistencyAutoencoder
 
 # Settings of the machine and of logging, not of the optimisation: a run may resume with
@@ -278,6 +279,8 @@ class Trainer:
         self.data: Datasets | None = None
         self.last_checkpoint_step: int | None = None
         self.wall_seconds = 0.0
+        self.commit = git_commit()  # at start: the code that trains, not the code at export
+        self.init_provenance: dict[str, Any] | None = None
 
     # -- state ------------------------------------------------------------------------------
 
@@ -291,6 +294,8 @@ class Trainer:
             "config": self.cfg.to_json(),
             "wall_seconds": self.wall_seconds,
             "lincae_version": lincae_cli.__version__,
+            "commit": self.commit,
+            "init_provenance": json.dumps(self.init_provenance),
         }
 
     def restore(self) -> bool:
@@ -318,8 +323,26 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self.wall_seconds = float(state.get("wall_seconds", 0.0))
+        self.commit = state.get("commit", self.commit)
+        self.init_provenance = json.loads(state.get("init_provenance") or "null")
         self.last_checkpoint_step = self.step
         return True
+
+    def warm_start(self, path: Path) -> None:
+        """Initialise model and EMA from exported weights of the same architecture."""
+        source = load_model(path)
+        if source.config != self.model.config:
+            raise LincaeError(
+                f"train.init_from: {path} has a different model config than [model]; "
+                "a warm start needs the same architecture"
+            )
+        self.model.load_state_dict(source.state_dict())
+        self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.init_provenance = {
+            "path": str(path),
+            "sha256": source.weights_sha256,
+            "provenance": source.provenance,
+        }
 
     def checkpoint(self) -> None:
         if self.env.main:
@@ -361,6 +384,9 @@ class Trainer:
             )
         if self.resume and self.restore():
             self.log(f"resumed at step {self.step} from {self.run_dir / 'checkpoint.pt'}")
+        elif cfg.train.init_from:
+            self.warm_start(Path(cfg.train.init_from).expanduser())
+            self.log(f"initialised from {cfg.train.init_from}")
         with warnings.catch_warnings():
             if not self.env.main:  # skipped files are reported once, by rank 0
                 warnings.simplefilter("ignore")
@@ -571,9 +597,10 @@ class Trainer:
         assert self.data is not None
         provenance = {
             "trained_with": f"lincae {lincae_cli.__version__}",
-            "commit": git_commit(),
+            "commit": self.commit,
             "command": shlex.join(sys.argv),
             "steps": self.step,
+            "initialised_from": self.init_provenance,
             "wall_seconds": round(self.wall_seconds, 1),
             "data": self.data.description,
             "train_config": self.cfg.to_dict(),
@@ -596,9 +623,10 @@ def export_only(cfg: TrainConfig, run_dir: Path, log=print) -> Path:
     model = ConsistencyAutoencoder(stored.model.build())
     provenance = {
         "trained_with": f"lincae {lincae_cli.__version__}",
-        "commit": git_commit(),
+        "commit": state.get("commit") or git_commit(),
         "command": shlex.join(sys.argv),
         "steps": int(state["step"]),
+        "initialised_from": json.loads(state.get("init_provenance") or "null"),
         "wall_seconds": round(float(state.get("wall_seconds", 0.0)), 1),
         "train_config": stored.to_dict(),
         "partial": int(state["step"]) < stored.train.total_steps,
