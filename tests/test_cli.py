@@ -16,6 +16,8 @@ import pytest
 import soundfile
 import torch
 
+from lincae_cli.cli.common import AudioOutputArgs, EngineArgs, with_option_groups
+from lincae_cli.cli.ops import ResultArgs
 from lincae_cli.latents.latfile import read_lat
 from tests.conftest import FAST, write_tone
 
@@ -50,6 +52,33 @@ def test_version_and_help_with_examples_everywhere(cli: Run) -> None:
     for sub in ("list", "pull", "path"):
         assert "Examples" in _ok(cli("models", sub, "--help")).stdout
     assert "--install-completion" in top  # shell completion
+
+
+def test_option_groups_are_options_of_their_own_and_reach_the_command_as_one() -> None:
+    import inspect
+
+    import typer
+    from typer.testing import CliRunner
+
+    received = []
+
+    def command(name: str, result_args: ResultArgs = ResultArgs()) -> None:
+        received.append((name, result_args))
+
+    spread = with_option_groups(command)
+    names = list(inspect.signature(spread).parameters)
+    assert names[:4] == ["name", "force", "dtype", "sample_rate"] and "seed" in names
+    app = typer.Typer()
+    app.command()(spread)
+    result = CliRunner().invoke(app, ["x", "-f", "--subtype", "pcm_24", "--seed", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    expected = ResultArgs(
+        force=True,
+        audio=AudioOutputArgs(subtype="pcm_24"),
+        engine=EngineArgs(seed=3),
+        json_output=True,
+    )
+    assert received == [("x", expected)]
 
 
 def test_encode_then_decode_restores_length_rate_and_channels(cli: Run, tmp_path: Path) -> None:

@@ -1,29 +1,51 @@
-"""What the commands share: options, input expansion, output naming, reporting.
+"""What the commands share: options and option groups, input expansion, output planning,
+running engine jobs, reporting.
 
 Nothing here imports torch: `lincae --help` and `lincae info` stay fast.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import glob
+import inspect
 import json
 import os
 import sys
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 import typer
 
 from lincae_cli.errors import LincaeError
+
+if TYPE_CHECKING:
+    from lincae_cli.engine.shard import ShardInfo
 
 STDIO = "-"
 LAT_SUFFIX = ".lat"
 _GLOB_CHARACTERS = frozenset("*?[")
 
 # -- options shared by several commands -------------------------------------------------------
+
+
+def inputs_argument(files: str) -> Any:
+    """The INPUTS of a file-per-file command (see `expand_inputs`); ``files``: "Audio files"."""
+    return typer.Argument(
+        help=f"{files}, folders (searched recursively), glob patterns, or - for stdin.",
+        show_default=False,
+    )
+
+
+def output_option(help_text: str) -> Any:
+    """``--output``/``-o``; ``help_text`` says what the command writes there."""
+    return typer.Option("--output", "-o", help=help_text, show_default=False)
+
 
 ModelOption = Annotated[
     str | None,
@@ -109,18 +131,32 @@ LimitOption = Annotated[
     bool,
     typer.Option("--limit", help="Soft-limit decoded peaks above 0.9 instead of clipping."),
 ]
+DtypeOption = Annotated[
+    str, typer.Option("--dtype", help="How a .lat output stores latents: float16 or float32.")
+]
+
+
+def check_dtype(dtype: str) -> None:
+    """Reject a ``--dtype`` that .lat files cannot store."""
+    if dtype not in ("float16", "float32"):
+        raise LincaeError(f"--dtype must be float16 or float32, not {dtype!r}")
+
+
+# -- option groups ----------------------------------------------------------------------------
+# Options that always travel together are declared once, as the fields of a frozen dataclass;
+# `with_option_groups` spreads them into the signature of each command that takes the group.
 
 
 @dataclass(frozen=True)
 class EngineArgs:
-    """The common inference options, as given on the command line."""
+    """The inference options (model, device, batching, precision, seed), as given."""
 
-    model: str | None
-    device: str
-    batch_size: int | None
-    chunk_seconds: float
-    precision: str
-    seed: int
+    model: ModelOption = None
+    device: DeviceOption = "auto"
+    batch_size: BatchSizeOption = None
+    chunk_seconds: ChunkSecondsOption = 10.0
+    precision: PrecisionOption = "auto"
+    seed: SeedOption = 0
 
     def options(self) -> Any:
         from lincae_cli.engine.runner import EngineOptions
@@ -134,14 +170,96 @@ class EngineArgs:
         )
 
 
-def output_options(
-    sample_rate: int | None, subtype: str | None, normalize: bool, limit: bool
-) -> Any:
-    from lincae_cli.engine.streams import OutputOptions
+@dataclass(frozen=True)
+class AudioOutputArgs:
+    """How decoded audio is written: sample rate, sample format, peak handling."""
 
-    if subtype is not None:
-        subtype = subtype.upper()
-    return OutputOptions(sample_rate=sample_rate, subtype=subtype, normalize=normalize, limit=limit)
+    sample_rate: SampleRateOption = None
+    subtype: SubtypeOption = None
+    normalize: NormalizeOption = False
+    limit: LimitOption = False
+
+    def options(self) -> Any:
+        from lincae_cli.engine.streams import OutputOptions
+
+        subtype = self.subtype.upper() if self.subtype is not None else None
+        return OutputOptions(
+            sample_rate=self.sample_rate,
+            subtype=subtype,
+            normalize=self.normalize,
+            limit=self.limit,
+        )
+
+
+def with_option_groups(command: Callable[..., None]) -> Callable[..., None]:
+    """``command`` as Typer should see it, with its option groups spread out.
+
+    A parameter annotated with an option group (a dataclass whose fields are Typer options or
+    groups themselves) becomes the group's options, in field order and with the fields'
+    defaults, where the parameter stands; ``command`` still receives one group instance.
+    """
+    signature = inspect.signature(command)
+    hints = get_type_hints(command, include_extras=True)
+    parameters: list[inspect.Parameter] = []
+    groups: dict[str, type] = {}
+    for parameter in signature.parameters.values():
+        annotation = hints.get(parameter.name, parameter.annotation)
+        if _is_option_group(annotation):
+            groups[parameter.name] = annotation
+            parameters += _group_parameters(annotation, parameter.kind)
+        else:
+            parameters.append(parameter.replace(annotation=annotation))
+    names = [parameter.name for parameter in parameters]
+    if len(set(names)) != len(names):
+        raise TypeError(f"{command.__name__}: option groups repeat a parameter name: {names}")
+
+    @functools.wraps(command)
+    def run(**options: Any) -> None:
+        for name, group in groups.items():
+            options[name] = _build_group(group, options)
+        command(**options)
+
+    # Typer reads the parameters from `__signature__` (which `inspect.signature` prefers).
+    run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    run.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+    return run
+
+
+def _is_option_group(annotation: Any) -> bool:
+    return isinstance(annotation, type) and dataclasses.is_dataclass(annotation)
+
+
+@functools.cache
+def _group_hints(group: type) -> dict[str, Any]:
+    return get_type_hints(group, include_extras=True)
+
+
+def _group_parameters(group: type, kind: Any) -> list[inspect.Parameter]:
+    parameters: list[inspect.Parameter] = []
+    for group_field in dataclasses.fields(group):
+        hint = _group_hints(group)[group_field.name]
+        if _is_option_group(hint):
+            parameters += _group_parameters(hint, kind)
+            continue
+        default = inspect.Parameter.empty
+        if group_field.default is not dataclasses.MISSING:
+            default = group_field.default
+        parameters.append(
+            inspect.Parameter(group_field.name, kind, default=default, annotation=hint)
+        )
+    return parameters
+
+
+def _build_group(group: type, options: dict[str, Any]) -> Any:
+    """An instance of ``group`` from (and taking out of) the flat ``options``."""
+    values = {}
+    for group_field in dataclasses.fields(group):
+        hint = _group_hints(group)[group_field.name]
+        if _is_option_group(hint):
+            values[group_field.name] = _build_group(hint, options)
+        else:
+            values[group_field.name] = options.pop(group_field.name)
+    return group(**values)
 
 
 def make_progress(verb: str, quiet: bool) -> Any:
@@ -151,6 +269,28 @@ def make_progress(verb: str, quiet: bool) -> Any:
     from lincae_cli.engine.progress import RichProgress
 
     return RichProgress(verb)
+
+
+def run_jobs(
+    engine: Any,
+    jobs: Sequence[tuple[Task, Any]],
+    verb: str,
+    quiet: bool,
+    reporter: Reporter,
+    finish: Callable[[Task, Any], None],
+) -> None:
+    """Run the engine ``jobs``, each paired with its task, reporting the ones that fail;
+    ``finish(task, outcome)`` handles each success as it ends. Leaving early (an exception,
+    Ctrl-C) aborts the unfinished jobs, so no partial output is left behind."""
+    task_of = {id(job): task for task, job in jobs}
+    progress = make_progress(verb, quiet)
+    with contextlib.closing(engine.run([job for _, job in jobs], progress)) as outcomes:
+        for outcome in outcomes:
+            task = task_of[id(outcome.job)]
+            if outcome.error is not None:
+                reporter.failed(task.input.name, str(outcome.error))
+                continue
+            finish(task, outcome)
 
 
 # -- inputs -----------------------------------------------------------------------------------
@@ -332,6 +472,44 @@ def select_runnable(
     return runnable
 
 
+def plan_tasks(
+    args: Sequence[str],
+    output: str | None,
+    *,
+    suffixes: Collection[str],
+    kind: str,
+    suffix_for: Callable[[InputFile], str],
+    is_output_file: Callable[[str], bool],
+    force: bool,
+    skip_existing: bool,
+    reporter: Reporter,
+) -> tuple[list[Task], ShardInfo]:
+    """The tasks of a file-per-file command (encode, decode) that this process runs.
+
+    ``args`` are expanded (`expand_inputs`), paired with outputs (`plan_outputs`), shared
+    among torchrun's processes by file size, and filtered by `select_runnable`; every input
+    dropped on the way is reported. Returns the tasks and this process's shard.
+    """
+    from lincae_cli.engine.shard import shard_info, shard_items
+
+    shard = shard_info()
+    files, failures = expand_inputs(args, suffixes, kind)
+    for name, message in failures:
+        reporter.failed(name, message)
+    tasks = plan_outputs(files, output, suffix_for, is_output_file, reporter)
+    tasks = shard_items(tasks, [_input_bytes(task.input) for task in tasks], shard)
+    if shard.is_distributed:
+        reporter.extra.update(rank=shard.rank, world_size=shard.world_size)
+    return select_runnable(tasks, force, skip_existing, reporter), shard
+
+
+def _input_bytes(item: InputFile) -> float:
+    try:
+        return float(item.path.stat().st_size) if item.path is not None else 0.0
+    except OSError:
+        return 0.0
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return b.exists() and a.samefile(b)
@@ -402,6 +580,15 @@ class Reporter:
         self._started = time.perf_counter()
         self.extra: dict[str, Any] = {}
 
+    @classmethod
+    def for_files(
+        cls, command: str, args: Sequence[str], output: str | None, quiet: bool, json_output: bool
+    ) -> Reporter:
+        """The reporter of a file-per-file command: its JSON goes to stderr when stdout is
+        written (``-o -``, or stdin's output by default)."""
+        stdout_busy = output == STDIO or (output is None and STDIO in args)
+        return cls(command, quiet, json_output, stdout_busy)
+
     def ok(self, task: Task, **fields: Any) -> None:
         self.audio_seconds += float(fields.get("duration_seconds", 0.0))
         self.records.append(
@@ -470,8 +657,3 @@ def lat_suffix(_: InputFile) -> str:
 
 def is_lat_output(output: str) -> bool:
     return Path(output).suffix.lower() == LAT_SUFFIX
-
-
-DtypeOption = Annotated[
-    str, typer.Option("--dtype", help="How a .lat output stores latents: float16 or float32.")
-]

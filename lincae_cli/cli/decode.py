@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -11,30 +10,21 @@ import typer
 from lincae_cli.cli.common import (
     LAT_SUFFIX,
     STDIO,
-    BatchSizeOption,
-    ChunkSecondsOption,
-    DeviceOption,
+    AudioOutputArgs,
     EngineArgs,
     ForceOption,
     JsonOption,
-    LimitOption,
-    ModelOption,
-    NormalizeOption,
-    PrecisionOption,
     QuietOption,
     Reporter,
-    SampleRateOption,
-    SeedOption,
     SkipExistingOption,
-    SubtypeOption,
     Task,
     audio_suffixes,
-    expand_inputs,
-    make_progress,
-    output_options,
-    plan_outputs,
+    inputs_argument,
+    output_option,
+    plan_tasks,
     prepare_parent,
-    select_runnable,
+    run_jobs,
+    with_option_groups,
 )
 from lincae_cli.errors import LincaeError
 
@@ -60,43 +50,26 @@ Examples:
   lincae encode song.wav -o - | lincae gain - -6dB -o - | lincae decode - -o quieter.wav
 """
 
+_OUTPUT_HELP = (
+    "An audio file (one input), - for WAV on stdout, or a folder. "
+    "Default: each input's name with --format's extension, beside it."
+)
 
+
+@with_option_groups
 def decode(
-    inputs: Annotated[
-        list[str],
-        typer.Argument(
-            help=".lat files, folders (searched recursively), glob patterns, or - for stdin.",
-            show_default=False,
-        ),
-    ],
-    output: Annotated[
-        str | None,
-        typer.Option(
-            "--output",
-            "-o",
-            help="An audio file (one input), - for WAV on stdout, or a folder. "
-            "Default: each input's name with --format's extension, beside it.",
-            show_default=False,
-        ),
-    ] = None,
+    inputs: Annotated[list[str], inputs_argument(".lat files")],
+    output: Annotated[str | None, output_option(_OUTPUT_HELP)] = None,
     file_format: Annotated[
         str,
         typer.Option(
             "--format", help="Extension of outputs named by lincae (folder or default outputs)."
         ),
     ] = "wav",
-    sample_rate: SampleRateOption = None,
-    subtype: SubtypeOption = None,
-    normalize: NormalizeOption = False,
-    limit: LimitOption = False,
+    audio_args: AudioOutputArgs = AudioOutputArgs(),
     skip_existing: SkipExistingOption = False,
     force: ForceOption = False,
-    model: ModelOption = None,
-    device: DeviceOption = "auto",
-    batch_size: BatchSizeOption = None,
-    chunk_seconds: ChunkSecondsOption = 10.0,
-    precision: PrecisionOption = "auto",
-    seed: SeedOption = 0,
+    engine_args: EngineArgs = EngineArgs(),
     quiet: QuietOption = False,
     json_output: JsonOption = False,
 ) -> None:
@@ -108,27 +81,24 @@ def decode(
         )
     if output not in (None, STDIO) and Path(output).suffix.lower() == LAT_SUFFIX:
         raise LincaeError(f"{output}: decode writes audio; name the output .wav, .flac, ...")
-    stdout_busy = output == STDIO or (output is None and STDIO in inputs)
-    reporter = Reporter("decode", quiet, json_output, stdout_busy)
-    engine_args = EngineArgs(model, device, batch_size, chunk_seconds, precision, seed)
+    reporter = Reporter.for_files("decode", inputs, output, quiet, json_output)
     engine_args.options()  # validate the options before any work
-
-    from lincae_cli.engine.shard import shard_info, shard_items
-
-    shard = shard_info()
-    files, failures = expand_inputs(inputs, {LAT_SUFFIX}, ".lat")
-    for name, message in failures:
-        reporter.failed(name, message)
 
     def is_audio(path: str) -> bool:
         return Path(path).suffix.lower() in audio_suffixes()
 
-    tasks = plan_outputs(files, output, lambda _: suffix, is_audio, reporter)
-    tasks = shard_items(tasks, [_size(task) for task in tasks], shard)
-    if shard.is_distributed:
-        reporter.extra.update(rank=shard.rank, world_size=shard.world_size)
-    tasks = select_runnable(tasks, force, skip_existing, reporter)
-    out_options = output_options(sample_rate, subtype, normalize, limit)
+    tasks, shard = plan_tasks(
+        inputs,
+        output,
+        suffixes={LAT_SUFFIX},
+        kind=".lat",
+        suffix_for=lambda _: suffix,
+        is_output_file=is_audio,
+        force=force,
+        skip_existing=skip_existing,
+        reporter=reporter,
+    )
+    out_options = audio_args.options()
     groups = read_latents(tasks, engine_args.model, reporter)
     for spec, members in groups.items():
         decode_latent_files(members, spec, engine_args, out_options, reporter, quiet, shard)
@@ -186,7 +156,7 @@ def decode_latent_files(
             reporter.failed(task.input.name, f"{task.input.name}: {error}")
         return
     reporter.extra.update(model=engine.model_name, device=str(engine.device))
-    jobs, task_of = [], {}
+    jobs = []
     for task, lat in members:
         try:
             prepare_parent(task)
@@ -194,25 +164,22 @@ def decode_latent_files(
         except LincaeError as error:
             reporter.failed(task.input.name, str(error))
             continue
-        jobs.append(job)
-        task_of[id(job)] = task
-    with contextlib.closing(engine.run(jobs, make_progress("decoding", quiet))) as outcomes:
-        for outcome in outcomes:
-            task = task_of[id(outcome.job)]
-            if outcome.error is not None:
-                reporter.failed(task.input.name, str(outcome.error))
-                continue
-            report = outcome.result
-            if report.clipped_samples:
-                reporter.warn(clip_warning(task.output, report))
-            reporter.ok(
-                task,
-                duration_seconds=round(outcome.job.duration_seconds, 6),
-                sample_rate=report.sample_rate,
-                channels=outcome.job.channels,
-                peak=round(report.peak, 6),
-                clipped_samples=report.clipped_samples,
-            )
+        jobs.append((task, job))
+
+    def report_written(task: Task, outcome: Any) -> None:
+        report = outcome.result
+        if report.clipped_samples:
+            reporter.warn(clip_warning(task.output, report))
+        reporter.ok(
+            task,
+            duration_seconds=round(outcome.job.duration_seconds, 6),
+            sample_rate=report.sample_rate,
+            channels=outcome.job.channels,
+            peak=round(report.peak, 6),
+            clipped_samples=report.clipped_samples,
+        )
+
+    run_jobs(engine, jobs, "decoding", quiet, reporter, report_written)
 
 
 def clip_warning(output: str, report: Any) -> str:
@@ -224,10 +191,3 @@ def clip_warning(output: str, report: Any) -> str:
         f"{shown}: decoded audio clips ({report.clipped_samples} samples beyond full scale, "
         f"peak {peak_db:+.1f} dBFS); use --normalize or --limit, or lower the gain"
     )
-
-
-def _size(task: Task) -> float:
-    try:
-        return float(task.input.path.stat().st_size) if task.input.path is not None else 0.0
-    except OSError:
-        return 0.0

@@ -10,34 +10,27 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from lincae_cli.cli.common import (
     LAT_SUFFIX,
     STDIO,
-    BatchSizeOption,
-    ChunkSecondsOption,
-    DeviceOption,
+    AudioOutputArgs,
     DtypeOption,
     EngineArgs,
     ForceOption,
     InputFile,
     JsonOption,
-    LimitOption,
-    ModelOption,
-    NormalizeOption,
-    PrecisionOption,
     QuietOption,
     Reporter,
-    SampleRateOption,
-    SeedOption,
-    SubtypeOption,
     Task,
     audio_suffixes,
+    check_dtype,
     check_single_output,
-    output_options,
+    output_option,
+    with_option_groups,
 )
 from lincae_cli.errors import LincaeError
 
@@ -45,18 +38,25 @@ if TYPE_CHECKING:
     from lincae_cli.latents.latfile import LatentFile
 
 OutputArgument = Annotated[
-    str,
-    typer.Option(
-        "--output",
-        "-o",
-        help="Result: a .lat file, - for a .lat on stdout, or an audio file (decodes).",
-        show_default=False,
-    ),
+    str, output_option("Result: a .lat file, - for a .lat on stdout, or an audio file (decodes).")
 ]
 PadOption = Annotated[
     bool,
     typer.Option("--pad", help="Allow inputs of different lengths (shorter ones get silence)."),
 ]
+
+
+@dataclass(frozen=True)
+class ResultArgs:
+    """How an operation writes its one result: the options after the operation's own."""
+
+    force: ForceOption = False
+    dtype: DtypeOption = "float16"
+    audio: AudioOutputArgs = AudioOutputArgs()
+    engine: EngineArgs = EngineArgs()
+    quiet: QuietOption = False
+    json_output: JsonOption = False
+
 
 MIX_HELP = """Mix latent files: the sum of their latents, with optional per-input gains.
 
@@ -97,6 +97,7 @@ Examples:
 """
 
 
+@with_option_groups
 def mix(
     inputs: Annotated[
         list[str], typer.Argument(help="Two or more .lat files (- for stdin).", show_default=False)
@@ -111,20 +112,7 @@ def mix(
         ),
     ] = None,
     pad: PadOption = False,
-    force: ForceOption = False,
-    dtype: DtypeOption = "float16",
-    sample_rate: SampleRateOption = None,
-    subtype: SubtypeOption = None,
-    normalize: NormalizeOption = False,
-    limit: LimitOption = False,
-    model: ModelOption = None,
-    device: DeviceOption = "auto",
-    batch_size: BatchSizeOption = None,
-    chunk_seconds: ChunkSecondsOption = 10.0,
-    precision: PrecisionOption = "auto",
-    seed: SeedOption = 0,
-    quiet: QuietOption = False,
-    json_output: JsonOption = False,
+    result_args: ResultArgs = ResultArgs(),
 ) -> None:
     from lincae_cli.latents import ops
 
@@ -136,20 +124,12 @@ def mix(
         if len(parts) != len(inputs):
             raise LincaeError(f"--gains has {len(parts)} values for {len(inputs)} inputs")
         gains_linear = [ops.parse_gain(part) for part in parts]
-    destination = Destination(
-        "mix",
-        output,
-        force,
-        dtype,
-        EngineArgs(model, device, batch_size, chunk_seconds, precision, seed),
-        output_options(sample_rate, subtype, normalize, limit),
-        quiet,
-        json_output,
-    )
+    destination = Destination("mix", output, result_args)
     files, names = read_inputs(inputs)
     destination.write(ops.mix(files, gains_linear, pad=pad, names=names), names)
 
 
+@with_option_groups
 def gain(
     input_file: Annotated[str, typer.Argument(metavar="IN", help=".lat file (- for stdin).")],
     output: OutputArgument,
@@ -167,36 +147,14 @@ def gain(
             show_default=False,
         ),
     ] = None,
-    force: ForceOption = False,
-    dtype: DtypeOption = "float16",
-    sample_rate: SampleRateOption = None,
-    subtype: SubtypeOption = None,
-    normalize: NormalizeOption = False,
-    limit: LimitOption = False,
-    model: ModelOption = None,
-    device: DeviceOption = "auto",
-    batch_size: BatchSizeOption = None,
-    chunk_seconds: ChunkSecondsOption = 10.0,
-    precision: PrecisionOption = "auto",
-    seed: SeedOption = 0,
-    quiet: QuietOption = False,
-    json_output: JsonOption = False,
+    result_args: ResultArgs = ResultArgs(),
 ) -> None:
     from lincae_cli.latents import ops
 
     if (gain_text is None) == (lufs is None):
         raise LincaeError("give either a GAIN (like -6dB or 0.5) or --lufs TARGET, not both")
     factor = None if gain_text is None else ops.parse_gain(gain_text)
-    destination = Destination(
-        "gain",
-        output,
-        force,
-        dtype,
-        EngineArgs(model, device, batch_size, chunk_seconds, precision, seed),
-        output_options(sample_rate, subtype, normalize, limit),
-        quiet,
-        json_output,
-    )
+    destination = Destination("gain", output, result_args)
     (source,), names = read_inputs([input_file])
     if lufs is not None:
         loudness = source.meta.source_loudness_lufs
@@ -217,6 +175,7 @@ def gain(
     destination.write(result, names, gain_linear=factor, gain_db=gain_db)
 
 
+@with_option_groups
 def subtract(
     inputs: Annotated[
         list[str],
@@ -228,35 +187,13 @@ def subtract(
     ],
     output: OutputArgument,
     pad: PadOption = False,
-    force: ForceOption = False,
-    dtype: DtypeOption = "float16",
-    sample_rate: SampleRateOption = None,
-    subtype: SubtypeOption = None,
-    normalize: NormalizeOption = False,
-    limit: LimitOption = False,
-    model: ModelOption = None,
-    device: DeviceOption = "auto",
-    batch_size: BatchSizeOption = None,
-    chunk_seconds: ChunkSecondsOption = 10.0,
-    precision: PrecisionOption = "auto",
-    seed: SeedOption = 0,
-    quiet: QuietOption = False,
-    json_output: JsonOption = False,
+    result_args: ResultArgs = ResultArgs(),
 ) -> None:
     from lincae_cli.latents import ops
 
     if len(inputs) < 2:
         raise LincaeError("subtract needs a mix and at least one file to take out of it")
-    destination = Destination(
-        "subtract",
-        output,
-        force,
-        dtype,
-        EngineArgs(model, device, batch_size, chunk_seconds, precision, seed),
-        output_options(sample_rate, subtype, normalize, limit),
-        quiet,
-        json_output,
-    )
+    destination = Destination("subtract", output, result_args)
     files, names = read_inputs(inputs)
     destination.write(ops.subtract(files[0], files[1:], pad=pad, names=names), names)
 
@@ -285,23 +222,17 @@ class Destination:
 
     command: str
     output: str
-    force: bool
-    dtype: str
-    engine_args: EngineArgs
-    audio_options: Any
-    quiet: bool
-    json_output: bool
+    args: ResultArgs
 
     def __post_init__(self) -> None:
-        if self.dtype not in ("float16", "float32"):
-            raise LincaeError(f"--dtype must be float16 or float32, not {self.dtype!r}")
+        check_dtype(self.args.dtype)
         if not (self.writes_latents or self.writes_audio):
             suffix = Path(self.output).suffix
             raise LincaeError(
                 f"{self.output}: unknown output type {suffix!r}; use .lat, or an audio extension "
                 f"({', '.join(sorted(audio_suffixes()))})"
             )
-        check_single_output(self.output, self.force)
+        check_single_output(self.output, self.args.force)
 
     @property
     def writes_latents(self) -> bool:
@@ -315,17 +246,18 @@ class Destination:
         """Write (or decode) ``result``, print the summary and exit with its code."""
         from lincae_cli.latents.latfile import write_lat
 
-        reporter = Reporter(self.command, self.quiet, self.json_output, self.output == STDIO)
+        args = self.args
+        reporter = Reporter(self.command, args.quiet, args.json_output, self.output == STDIO)
         task = Task(InputFile(Path(self.command)), self.output)
         if self.writes_latents:
-            write_lat(self.output, result, dtype=self.dtype)
+            write_lat(self.output, result, dtype=args.dtype)
             reporter.ok(task, duration_seconds=round(result.meta.duration_seconds, 6))
         else:
             from lincae_cli.cli.decode import decode_latent_files, decoding_model_for
 
-            spec = self.engine_args.model or decoding_model_for(result, self.output)
+            spec = args.engine.model or decoding_model_for(result, self.output)
             decode_latent_files(
-                [(task, result)], spec, self.engine_args, self.audio_options, reporter, self.quiet
+                [(task, result)], spec, args.engine, args.audio.options(), reporter, args.quiet
             )
         reporter.records[-1].update(
             inputs=names,
