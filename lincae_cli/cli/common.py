@@ -343,8 +343,11 @@ def expand_inputs(
             if not found:
                 failures.append((arg, f"{arg}: no {kind} files found in this folder"))
             inputs.extend(InputFile(file, file.relative_to(path)) for file in found)
-        elif path.exists() or not _GLOB_CHARACTERS & set(arg):
+        elif path.exists():
             inputs.append(InputFile(path))
+        elif not _GLOB_CHARACTERS & set(arg):
+            # Reported before any model loads: a typo should fail in milliseconds.
+            failures.append((arg, f"{arg}: no such file"))
         else:
             matches = sorted(glob.glob(os.path.expanduser(arg), recursive=True))
             files = [Path(match) for match in matches if Path(match).is_file()]
