@@ -1,5 +1,5 @@
 """`lincae train` end to end on a tiny model and tiny synthetic data: overfitting, exact resume,
-torchrun, export, and the errors a user sees."""
+torchrun, export, MUSDB18 data, TensorBoard, the fp16 loss scale, and the errors a user sees."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch
 from lincae_training import consistency
 from lincae_training import trainer as trainer_module
 from lincae_training.config import TrainConfig
-from lincae_training.data import AudioStore, CropSampler
+from lincae_training.data import AudioStore, CropSampler, hashed_split, load_datasets
 from lincae_training.trainer import ConsistencyLoss, crop_samples, draw_step_inputs, learning_rate
 
 from lincae_cli.cli.app import main
@@ -84,7 +84,7 @@ def isolated(workspace, monkeypatch):
     torch.set_num_threads(threads)
 
 
-def train(workspace: Path, run_dir: Path, *args: str, data: Path | None = None) -> int:
+def train(workspace: Path, run_dir: Path, *args: str, data: Path | str | None = None) -> int:
     """`lincae train tiny.toml --data DATA --run-dir RUN ...` in this process; exit code."""
     data_args = ["--data", str(data or workspace / "music")]
     return main(
@@ -506,3 +506,273 @@ def test_warm_start_needs_the_same_architecture(workspace, paused_run, tmp_path,
         == 1
     )
     assert_one_line_error(capsys, "none.safetensors")
+
+
+# -- MUSDB18 through the musdb package --------------------------------------------------------
+
+MUSDB_STEMS = ("drums", "bass", "other", "vocals")
+MUSDB_PARTS = ("mixture", *MUSDB_STEMS)  # the order of a track's clips in the store
+MUSDB_VALID_TRACK = "Actions - One Minute Smile"  # in musdb's own list of validation tracks
+
+
+def require_musdb() -> None:
+    try:
+        import musdb  # noqa: F401
+    except ImportError:
+        pytest.skip("musdb is not installed")
+    except RuntimeError:  # its stempeg dependency needs ffmpeg and ffprobe
+        pytest.skip("musdb needs ffmpeg and ffprobe")
+
+
+def musdb_stems(seconds: float, seed: int) -> dict[str, np.ndarray]:
+    """Four stereo stems `[samples, 2]`, a different tone each, and their sum as the mixture."""
+    rng = np.random.default_rng(seed)
+    time = np.arange(int(seconds * RATE)) / RATE
+    stems = {}
+    for k, name in enumerate(MUSDB_STEMS):
+        tone = 0.2 * np.sin(2 * np.pi * (110.0 * (k + 1) + 20.0 * seed) * time)
+        noise = 0.01 * rng.standard_normal((time.size, 2))
+        stems[name] = np.stack([tone, 0.5 * tone], axis=1) + noise
+    return {"mixture": sum(stems.values()), **stems}
+
+
+def write_musdb_hq(root: Path, tracks: dict[str, list[str]], seconds: float = 2.0) -> None:
+    """A MUSDB18-HQ layout: `<subset>/<Track Name>/{mixture,drums,bass,other,vocals}.wav`."""
+    seed = 0
+    for subset, names in tracks.items():
+        for name in names:
+            folder = root / subset / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for part, audio in musdb_stems(seconds, seed).items():
+                sf.write(folder / f"{part}.wav", audio.astype(np.float32), RATE)
+            seed += 1
+
+
+def musdb_load(root: Path, cache: Path, valid_fraction: float = 0.05):
+    return load_datasets([f"musdb:{root}"], RATE, 5632, 0.001, valid_fraction, 0, cache)
+
+
+def test_musdb_hq_follows_musdb_train_valid_split(tmp_path):
+    """MUSDB's train subset, split by musdb's own validation list; the test subset unused;
+    mixture and stems of a track are separate clips, decoded from the right files."""
+    require_musdb()
+    root = tmp_path / "musdb18hq"
+    train_tracks = ["Alpha Band - First Song", MUSDB_VALID_TRACK, "Beta Band - Second Song"]
+    write_musdb_hq(root, {"train": train_tracks, "test": ["Gamma Band - Test Song"]})
+    data = musdb_load(root, tmp_path / "cache")
+
+    def expected(names: list[str]) -> list[str]:
+        return [str(root / "train" / n / f"{part}.wav") for n in names for part in MUSDB_PARTS]
+
+    assert data.train.store.names == expected(["Alpha Band - First Song", train_tracks[2]])
+    assert data.valid.names == expected([MUSDB_VALID_TRACK])
+    assert data.description["roots"] == [f"musdb:{root}"]
+    # Clip 6 is the second training track's drums, mono, at full length.
+    drums, _ = sf.read(root / "train" / train_tracks[2] / "drums.wav", dtype="float32")
+    clip = data.train.store.clip(6).astype(np.float32) / 32767.0
+    assert np.abs(clip - drums.mean(axis=1)).max() < 2e-4
+    # The second load reads the cache: same clips, no new cache folder.
+    folders = sorted((tmp_path / "cache").iterdir())
+    again = musdb_load(root, tmp_path / "cache")
+    assert sorted((tmp_path / "cache").iterdir()) == folders
+    assert np.array_equal(again.train.store.audio, data.train.store.audio)
+
+
+def test_musdb_unknown_tracks_are_split_by_name_and_missing_stems_counted(tmp_path):
+    """A copy without any of musdb's validation tracks: a hash of the track name decides
+    (all parts of a track together), with a warning; a missing stem is counted as unreadable."""
+    require_musdb()
+    names = [f"Artist {i} - Song {i}" for i in range(8)]
+    splits = {name: hashed_split(name, 0.5) for name in names}
+    assert set(splits.values()) == {"train", "valid"}  # the test needs both
+    root = tmp_path / "musdb18hq"
+    write_musdb_hq(root, {"train": names}, seconds=0.5)
+    missing = root / "train" / names[0] / "vocals.wav"
+    missing.unlink()
+    with pytest.warns(UserWarning) as caught:
+        data = musdb_load(root, tmp_path / "cache", valid_fraction=0.5)
+    messages = [str(w.message) for w in caught]
+    assert any("none of musdb's validation tracks" in m for m in messages), messages
+    assert any("skipped 1 unreadable file(s)" in m and str(missing) in m for m in messages)
+    by_split = {"train": data.train.store.names, "valid": data.valid.names}
+    for split, clip_names in by_split.items():
+        tracks = {Path(n).parent.name for n in clip_names}
+        assert tracks == {n for n in names if splits[n] == split}
+        expected_clips = 5 * len(tracks) - (names[0] in tracks)
+        assert len(clip_names) == expected_clips
+
+
+def test_musdb_stem_mp4_streams_are_decoded_one_by_one(tmp_path):
+    """MUSDB18's `.stem.mp4` (AAC, five streams): one clip per stream, through musdb."""
+    require_musdb()
+    import stempeg
+
+    root = tmp_path / "musdb18"
+    (root / "train").mkdir(parents=True)
+    parts = musdb_stems(1.0, seed=0)
+    path = root / "train" / "Alpha Band - First Song.stem.mp4"
+    # Stream order of a stem file: mixture, drums, bass, other, vocals.
+    streams = np.stack([parts[name] for name in MUSDB_PARTS])
+    stempeg.write_stems(str(path), streams, sample_rate=RATE, writer=stempeg.StreamsWriter())
+    with pytest.warns(UserWarning, match="none of musdb's validation tracks"):
+        data = musdb_load(root, tmp_path / "cache", valid_fraction=0.0)
+    assert data.train.store.names == [f"{path}#{part}" for part in MUSDB_PARTS]
+    for index, part in enumerate(MUSDB_PARTS):
+        decoded = data.train.store.clip(index).astype(np.float32) / 32767.0
+        reference = parts[part].mean(axis=1)
+        # AAC adds a little delay and loss: find the lag, then compare.
+        lag = int(np.argmax(np.correlate(decoded[:8192], reference[:4096], mode="valid")))
+        aligned = decoded[lag : lag + reference.size - 4096]
+        error = aligned - reference[: aligned.size]
+        assert np.sqrt(np.mean(error**2)) < 0.1 * np.sqrt(np.mean(reference**2)), part
+
+
+def test_cli_trains_on_musdb_hq(workspace, tmp_path, capsys):
+    require_musdb()
+    root = tmp_path / "musdb18hq"
+    write_musdb_hq(root, {"train": ["Alpha Band - First Song", MUSDB_VALID_TRACK]}, seconds=1.0)
+    run_dir = tmp_path / "run"
+    assert train(workspace, run_dir, "--steps", "1", "--quiet", data=f"musdb:{root}") == 0
+    assert load_state(run_dir)["step"] == 1
+    assert train(workspace, tmp_path / "r2", data=f"musdb:{tmp_path / 'nowhere'}") == 1
+    assert_one_line_error(capsys, "nowhere", "not a MUSDB18 folder")
+
+
+def test_musdb_missing_package_or_ffmpeg(workspace, tmp_path, capsys, monkeypatch):
+    data = f"musdb:{tmp_path}"
+    monkeypatch.setitem(sys.modules, "musdb", None)  # `import musdb` raises ImportError
+    assert train(workspace, tmp_path / "run", data=data) == 1
+    assert_one_line_error(capsys, "pip install musdb")
+    # musdb installed but no ffmpeg: its stempeg dependency raises RuntimeError on import.
+    fake = tmp_path / "site" / "musdb"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise RuntimeError('ffmpeg or ffprobe could not be found')")
+    monkeypatch.delitem(sys.modules, "musdb")
+    monkeypatch.syspath_prepend(str(fake.parent))
+    assert train(workspace, tmp_path / "run", data=data) == 1
+    assert_one_line_error(capsys, "needs ffmpeg and ffprobe")
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+# -- TensorBoard ------------------------------------------------------------------------------
+
+
+def tensorboard_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return {
+        tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]
+    }
+
+
+def test_tensorboard_scalars_from_a_resumed_run(workspace, paused_run, tmp_path):
+    """train.tensorboard may be switched on when resuming; the scalars match metrics.jsonl."""
+    pytest.importorskip("tensorboard")
+    run_dir = copy_run(paused_run, tmp_path)
+    args = ["--resume", "--quiet", "--set", "train.tensorboard=true"]
+    assert train(workspace, run_dir, *args, "--set", "train.validate_every=5") == 0
+    scalars = tensorboard_scalars(run_dir)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_names = ("loss", "lr", "consistency_step", "gain_low", "gain_high", "seconds_per_step")
+    for name in train_names:
+        logged = [(r["step"], r[name]) for r in records if r["kind"] == "train" and r["step"] > 2]
+        assert [step for step, _ in logged] == [3, 4, 5, 6]
+        assert scalars[f"train/{name}"] == [(s, pytest.approx(v, rel=1e-6)) for s, v in logged]
+    valid = [r for r in records if r["kind"] == "valid"]
+    assert [r["step"] for r in valid] == [5, 6]  # validate_every, then at the end
+    for name in ("recon_mss", "recon_snr_db", "homogeneity_ratio_0.5", "additivity_ratio"):
+        expected = [(r["step"], pytest.approx(r[name], rel=1e-6)) for r in valid]
+        assert scalars[f"valid/{name}"] == expected
+    assert (run_dir / "model.safetensors").exists()
+
+
+def test_tensorboard_missing_fails_at_start(workspace, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    run_dir = tmp_path / "run"
+    assert train(workspace, run_dir, "--set", "train.tensorboard=true") == 1
+    assert_one_line_error(capsys, "train.tensorboard", "pip install tensorboard")
+    assert not run_dir.exists()  # before any data is read or any step is taken
+
+
+# -- fp16 with a loss scale ---------------------------------------------------------------------
+
+
+def test_fp16_needs_cuda(workspace, tmp_path, capsys):
+    assert train(workspace, tmp_path / "run", "--set", "train.precision=fp16") == 1
+    assert_one_line_error(capsys, "fp16 training needs a CUDA GPU")
+
+
+class InfiniteGradient(torch.autograd.Function):
+    """The identity forward; an infinite gradient backward (an fp16 overflow)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+
+@pytest.fixture
+def fp16_on_cpu(monkeypatch):
+    """fp16 runs on CPU (as on CUDA), and step index 1 overflows in the backward pass: a
+    finite loss whose gradients are infinite."""
+    monkeypatch.setattr(trainer_module, "_FP16_DEVICE_TYPES", ("cuda", "cpu"))
+    current = {"step": -1}
+    train_step = trainer_module.Trainer.train_step
+    forward = ConsistencyLoss.forward
+
+    def tracked_step(self):
+        current["step"] = self.step
+        return train_step(self)
+
+    def overflowing(self, *args):
+        loss = forward(self, *args)
+        return InfiniteGradient.apply(loss) if current["step"] == 1 else loss
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", tracked_step)
+    monkeypatch.setattr(trainer_module.ConsistencyLoss, "forward", overflowing)
+
+
+def test_fp16_loss_scale_skips_overflows_and_resumes_exactly(workspace, tmp_path, fp16_on_cpu):
+    fp16 = ["--quiet", "--set", "train.precision=fp16"]
+    straight = tmp_path / "straight"
+    assert train(workspace, straight, "--steps", "4", *fp16) == 0
+    paused = tmp_path / "paused"
+    assert train(workspace, paused, "--steps", "1", *fp16) == 0
+    first = load_state(paused)
+    assert first["grad_scaler"]["scale"] == 65536.0 and first["skipped_steps"] == 0
+    # Step index 1 overflows: skipped, the scale halved, the run goes on.
+    assert train(workspace, paused, "--steps", "2", "--resume", *fp16) == 0
+    second = load_state(paused)
+    assert second["step"] == 2 and second["skipped_steps"] == 1
+    assert second["grad_scaler"]["scale"] == 32768.0
+    for name, value in first["model"].items():
+        assert torch.equal(value, second["model"][name]), name  # the update was skipped
+    assert train(workspace, paused, "--steps", "4", "--resume", *fp16) == 0
+    a, b = load_state(straight), load_state(paused)
+    assert_states_identical(a, b)
+    assert a["grad_scaler"] == b["grad_scaler"] and a["skipped_steps"] == b["skipped_steps"] == 1
+    assert a["grad_scaler"]["_growth_tracker"] == 2  # two good steps since the overflow
+    records = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    scales = [(r["step"], r["grad_scale"], r["skipped_steps"]) for r in records]
+    assert scales == [(1, 65536.0, 0), (2, 65536.0, 1), (3, 32768.0, 1), (4, 32768.0, 1)]
+    assert all(math.isfinite(r["loss"]) for r in records)
+
+
+def test_fp16_resumes_a_checkpoint_without_scaler_state(workspace, tmp_path, fp16_on_cpu):
+    """Checkpoints written before the loss scale was saved resume with a fresh scale."""
+    fp16 = ["--quiet", "--set", "train.precision=fp16"]
+    run_dir = tmp_path / "run"
+    assert train(workspace, run_dir, "--steps", "2", *fp16) == 0
+    state = load_state(run_dir)
+    del state["grad_scaler"], state["skipped_steps"]
+    torch.save(state, run_dir / "checkpoint.pt")
+    assert train(workspace, run_dir, "--steps", "3", "--resume", *fp16) == 0
+    resumed = load_state(run_dir)
+    assert resumed["step"] == 3 and resumed["skipped_steps"] == 0
+    assert resumed["grad_scaler"]["scale"] == 65536.0
+    assert resumed["grad_scaler"]["_growth_tracker"] == 1

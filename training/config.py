@@ -50,9 +50,10 @@ class TrainSection:
     log_every: int = 25
     validate_every: int = 2000
     seed: int = 0
-    precision: str = "bf16"  # fp32 | bf16 | fp16 (fp16 only on CUDA)
+    precision: str = "bf16"  # fp32 | bf16 | fp16 (fp16 only on CUDA, with a dynamic loss scale)
     compile: bool = False
     threads: int = 0  # torch intra-op threads; 0 = all cores
+    tensorboard: bool = False  # also write the metrics to RUN_DIR/tensorboard (needs tensorboard)
     # Warm start: a model.safetensors (e.g. an earlier run's export) whose weights initialise
     # the model and its EMA; optimiser and schedules start fresh. Empty = random init.
     init_from: str = ""

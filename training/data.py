@@ -1,4 +1,5 @@
-"""Training data: folders of audio, decoded and resampled once into a cached int16 array.
+"""Training data: folders of audio, and MUSDB18 / MUSDB18-HQ through the `musdb` package,
+decoded and resampled once into a cached int16 array.
 
 A crop is a pure function of (seed, step, example index), so any step of a run can be replayed:
 resuming needs no data-loader state.
@@ -10,7 +11,8 @@ import hashlib
 import json
 import os
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,8 @@ from lincae_cli.errors import LincaeError
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".mp3", ".opus", ".w64"}
 SPLITS = ("train", "valid")
+# `--data musdb:PATH` names a MUSDB18 (.stem.mp4) or MUSDB18-HQ (wav folders) root.
+MUSDB_PREFIX = "musdb:"
 
 
 def lincae_cache_root() -> Path:
@@ -42,8 +46,40 @@ def split_of(path: Path, root: Path, valid_fraction: float) -> str:
     parts = path.relative_to(root).parts
     if parts and parts[0] in SPLITS:
         return parts[0]
-    digest = hashlib.sha1(str(path.relative_to(root)).encode()).digest()
+    return hashed_split(str(path.relative_to(root)), valid_fraction)
+
+
+def hashed_split(key: str, valid_fraction: float) -> str:
+    """`valid` for about `valid_fraction` of all keys, always the same for one key."""
+    digest = hashlib.sha1(key.encode()).digest()
     return "valid" if int.from_bytes(digest[:4], "big") / 2**32 < valid_fraction else "train"
+
+
+@dataclass(frozen=True)
+class AudioItem:
+    """One clip to decode: a whole audio file, or one stream of a multi-stream file (a stem of
+    a MUSDB18 `.stem.mp4`), which `read` returns as `([samples] or [samples, channels], rate)`."""
+
+    path: Path
+    stream: str = ""  # "" = the whole file, read with soundfile
+    read: Callable[[], tuple[np.ndarray, int]] | None = field(
+        default=None, compare=False, repr=False
+    )
+
+    @property
+    def name(self) -> str:
+        return f"{self.path}#{self.stream}" if self.stream else str(self.path)
+
+    def cache_key(self, sample_rate: int) -> str:
+        """Path (plus stream), size and modification time: a changed file is decoded again.
+        A missing file gets a key too; decoding it then counts it as unreadable."""
+        try:
+            stat = self.path.stat()
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:
+            size = mtime = -1
+        stream = f"#{self.stream}" if self.stream else ""
+        return f"{self.path.resolve()}{stream}|{size}|{mtime}|{sample_rate}"
 
 
 @dataclass
@@ -62,8 +98,12 @@ class AudioStore:
         return self.audio[self.offsets[index] : self.offsets[index + 1]]
 
 
-def _decode_mono(path: Path, sample_rate: int) -> np.ndarray:
-    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+def _decode_mono(item: AudioItem, sample_rate: int) -> np.ndarray:
+    if item.read is None:
+        audio, rate = sf.read(str(item.path), dtype="float32", always_2d=True)
+    else:
+        audio, rate = item.read()
+        audio = np.asarray(audio, dtype=np.float32).reshape(len(audio), -1)
     mono = audio.mean(axis=1)
     if rate != sample_rate:
         mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
@@ -73,17 +113,19 @@ def _decode_mono(path: Path, sample_rate: int) -> np.ndarray:
 
 
 def build_store(
-    files: list[Path], cache_dir: Path, sample_rate: int, min_samples: int, label: str
+    files: list[Path] | list[AudioItem],
+    cache_dir: Path,
+    sample_rate: int,
+    min_samples: int,
+    label: str,
 ) -> AudioStore:
     """Decode, resample and cache `files` (skipping unreadable or too-short ones, with a
-    warning and a count). The cache key covers paths, sizes, modification times and the
-    minimum length (which decides what is skipped)."""
+    warning and a count). The cache key covers paths (and streams), sizes, modification times
+    and the minimum length (which decides what is skipped)."""
+    items = [f if isinstance(f, AudioItem) else AudioItem(f) for f in files]
     signature = hashlib.sha256(f"min_samples={min_samples}".encode())
-    for path in files:
-        stat = path.stat()
-        signature.update(
-            f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{sample_rate}".encode()
-        )
+    for item in items:
+        signature.update(item.cache_key(sample_rate).encode())
     folder = cache_dir / signature.hexdigest()[:20]
     index_path, audio_path = folder / "index.json", folder / "audio.int16"
     if index_path.exists() and audio_path.exists():
@@ -95,18 +137,18 @@ def build_store(
     folder.mkdir(parents=True, exist_ok=True)
     offsets, names, unreadable, short = [0], [], [], 0
     with atomic_output(audio_path) as tmp, open(tmp, "wb") as out:
-        for path in files:
+        for item in items:
             try:
-                mono = _decode_mono(path, sample_rate)
-            except Exception as exc:  # soundfile/soxr raise many types for bad files
-                unreadable.append(f"{path}: {exc}")
+                mono = _decode_mono(item, sample_rate)
+            except Exception as exc:  # soundfile/soxr/ffmpeg raise many types for bad files
+                unreadable.append(f"{item.name}: {exc}")
                 continue
             if mono.shape[0] < min_samples:
                 short += 1
                 continue
             out.write(np.round(mono * 32767.0).astype(np.int16).tobytes())
             offsets.append(offsets[-1] + mono.shape[0])
-            names.append(str(path))
+            names.append(item.name)
     _warn_skipped(label, unreadable, short)
     index = {"offsets": offsets, "names": names, "unreadable": unreadable, "short": short}
     with atomic_output(index_path) as tmp:
@@ -178,7 +220,7 @@ class Datasets:
 
 
 def load_datasets(
-    roots: list[Path],
+    roots: list[Path] | list[str] | list[Path | str],
     sample_rate: int,
     crop_samples: int,
     rms_threshold: float,
@@ -186,10 +228,17 @@ def load_datasets(
     seed: int,
     cache_dir: Path | None = None,
 ) -> Datasets:
-    """Scan `roots`, split into train/valid, decode (cached) and build the crop sampler."""
+    """Scan `roots` (folders, or `musdb:PATH`), split into train/valid, decode (cached) and
+    build the crop sampler."""
     cache_dir = cache_dir or lincae_cache_root() / "datasets"
-    by_split: dict[str, list[Path]] = {split: [] for split in SPLITS}
-    for root in roots:
+    by_split: dict[str, list[AudioItem]] = {split: [] for split in SPLITS}
+    for source in roots:
+        if str(source).startswith(MUSDB_PREFIX):
+            musdb_root = Path(str(source)[len(MUSDB_PREFIX) :]).expanduser()
+            for split, items in musdb_items(musdb_root, valid_fraction).items():
+                by_split[split].extend(items)
+            continue
+        root = Path(source)
         if not root.is_dir():
             raise LincaeError(f"{root}: data folder not found")
         files = find_audio_files(root)
@@ -198,7 +247,7 @@ def load_datasets(
                 f"{root}: no audio files found (looked for {', '.join(sorted(AUDIO_SUFFIXES))})"
             )
         for path in files:
-            by_split[split_of(path, root, valid_fraction)].append(path)
+            by_split[split_of(path, root, valid_fraction)].append(AudioItem(path))
     if not by_split["train"]:
         raise LincaeError("no training files (every file fell in the validation split)")
     train = build_store(by_split["train"], cache_dir, sample_rate, crop_samples, "train")
@@ -213,6 +262,97 @@ def load_datasets(
         "valid_hours": round(valid.total_samples / sample_rate / 3600, 3),
     }
     return Datasets(CropSampler(train, crop_samples, rms_threshold, seed), valid, description)
+
+
+# -- MUSDB18 -------------------------------------------------------------------------------------
+
+# What a MUSDB18 track contributes: Lin-CAE trains on the mixture and on each stem, as separate
+# clips (mixtures of mixtures are then drawn across the batch by the augmentation).
+MUSDB_PARTS = ("mixture", "drums", "bass", "other", "vocals")
+
+
+def musdb_items(root: Path, valid_fraction: float) -> dict[str, list[AudioItem]]:
+    """The mixture and stems of every track of MUSDB's `train` subset, by split: musdb's own
+    train/valid split of that subset (its list of validation tracks) decides ours; the `test`
+    subset is never used. When none of musdb's validation tracks is present (a partial or
+    renamed copy), tracks are split by a hash of their names instead, with a warning.
+    MUSDB18-HQ wav folders are decoded with soundfile, MUSDB18 `.stem.mp4` streams through
+    musdb (stempeg and ffmpeg)."""
+    musdb = _import_musdb()
+    train_folder = root / "train"
+    if not train_folder.is_dir():
+        raise LincaeError(f"musdb:{root}: not a MUSDB18 folder (no train/ subfolder)")
+    is_wav = any(train_folder.glob("*/mixture.wav"))
+    if not is_wav and not any(train_folder.glob("*.stem.mp4")):
+        raise LincaeError(
+            f"musdb:{root}: no MUSDB18 tracks in train/ "
+            "(neither <track>/mixture.wav folders nor <track>.stem.mp4 files)"
+        )
+    tracks = {}
+    for split in SPLITS:
+        try:
+            db = musdb.DB(root=str(root), is_wav=is_wav, subsets="train", split=split)
+        except Exception as exc:  # ffprobe, run on every mixture, fails on unreadable ones
+            raise LincaeError(
+                f"musdb:{root}: musdb could not list the tracks ({_reason(exc)})"
+            ) from None
+        tracks[split] = db.tracks
+    if not tracks["valid"]:
+        warnings.warn(
+            f"musdb:{root}: none of musdb's validation tracks is present; splitting the "
+            f"train subset by track name instead (about {valid_fraction:.0%} to validation)",
+            stacklevel=3,
+        )
+        every = tracks["train"]
+        tracks = {
+            split: [t for t in every if hashed_split(t.name, valid_fraction) == split]
+            for split in SPLITS
+        }
+    return {
+        split: [item for track in tracks[split] for item in _musdb_track_items(db, track, is_wav)]
+        for split in SPLITS
+    }
+
+
+def _import_musdb():
+    try:
+        import musdb
+    except ImportError:
+        raise LincaeError(
+            "--data musdb:PATH needs the musdb package: pip install musdb "
+            "(or pip install 'lincae[musdb]')"
+        ) from None
+    except RuntimeError:  # its stempeg dependency refuses to import without ffmpeg
+        raise LincaeError(
+            "the musdb package needs ffmpeg and ffprobe on PATH, even for MUSDB18-HQ "
+            "(e.g. apt-get install ffmpeg)"
+        ) from None
+    return musdb
+
+
+def _musdb_track_items(db, track, is_wav: bool) -> list[AudioItem]:
+    """One AudioItem per part of MUSDB_PARTS. A missing wav stem stays in the list, so that it
+    is reported (and counted) as unreadable rather than silently left out."""
+    files = {"mixture": db.setup["mixture"], **db.setup["sources"]}
+    if is_wav:
+        folder = Path(track.path).parent
+        return [AudioItem(folder / files[part]) for part in MUSDB_PARTS]
+    sources = {"mixture": track, **track.sources}
+    return [
+        AudioItem(Path(track.path), part, read=lambda s=sources[part]: (s.audio, track.rate))
+        for part in MUSDB_PARTS
+        if part in sources
+    ]
+
+
+def _reason(exc: Exception) -> str:
+    """The last line of ffmpeg's stderr when there is one: it names the file and the fault."""
+    stderr = getattr(exc, "stderr", None)
+    if isinstance(stderr, bytes):
+        lines = [line for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+        if lines:
+            return lines[-1].strip()
+    return str(exc) or type(exc).__name__
 
 
 def validation_clips(store: AudioStore, count: int, samples: int, seed: int) -> np.ndarray:

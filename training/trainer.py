@@ -1,5 +1,6 @@
 """The training loop: consistency training with Lin-CAE augmentation, EMA, exact resume,
-DDP under torchrun, JSONL metrics, periodic validation and export.
+DDP under torchrun, mixed precision (bf16, or fp16 with a loss scale), JSONL and TensorBoard
+metrics, periodic validation and export.
 
 Every random draw of step s comes from generators seeded by (seed, s, rank), and learning rate,
 consistency step and gain annealing are functions of s / total_steps: a run paused at any
@@ -30,6 +31,7 @@ from lincae_training import augment, consistency
 from lincae_training.checkpoint import export_model, load_checkpoint, save_checkpoint
 from lincae_training.config import TrainConfig
 from lincae_training.data import Datasets, load_datasets, validation_clips
+from lincae_training.metrics_log import MetricsLog, tensorboard_writer_class
 from torch import nn
 
 import lincae_cli
@@ -46,7 +48,12 @@ RESUMABLE_CHANGES = {
     "train.checkpoint_every",
     "train.validate_every",
     "train.compile",
+    "train.tensorboard",
 }
+
+# Devices fp16 training runs on. CPU autocast supports fp16 too, but it is slower than bf16
+# there and not what users should pick; the tests add "cpu" to run the loss-scale path.
+_FP16_DEVICE_TYPES = ("cuda",)
 
 
 def crop_samples(model: ConsistencyAutoencoder, crop_frames: int) -> int:
@@ -232,7 +239,7 @@ class Trainer:
         self,
         cfg: TrainConfig,
         run_dir: Path,
-        data_roots: list[Path],
+        data_roots: list[Path] | list[str] | list[Path | str],
         stop_at: int | None = None,
         resume: bool = False,
         log=print,
@@ -255,11 +262,17 @@ class Trainer:
         precision = cfg.train.precision
         if precision not in ("fp32", "bf16", "fp16"):
             raise LincaeError(f"train.precision must be fp32, bf16 or fp16, not '{precision}'")
-        if precision == "fp16" and self.env.device.type != "cuda":
+        if precision == "fp16" and self.env.device.type not in _FP16_DEVICE_TYPES:
             raise LincaeError("fp16 training needs a CUDA GPU; use bf16 or fp32 on CPU")
+        if cfg.train.tensorboard:
+            tensorboard_writer_class()  # a missing package fails now, not at the first log
         self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[
             precision
         ]
+        # fp16 gradients underflow without a loss scale; bf16 and fp32 need none (a disabled
+        # scaler passes the loss and the optimiser step through unchanged).
+        self.scaler = torch.amp.GradScaler(self.env.device.type, enabled=precision == "fp16")
+        self.skipped_steps = 0  # fp16 steps whose gradients overflowed (the scaler skips them)
         torch.manual_seed(cfg.train.seed)
         self.model = ConsistencyAutoencoder(cfg.model.build()).to(self.env.device)
         channels_last_convolutions(self.model)
@@ -291,6 +304,8 @@ class Trainer:
             "ema": self.ema,
             "ema_updates": self.ema_updates,
             "optimizer": self.optimizer.state_dict(),
+            "grad_scaler": self.scaler.state_dict(),  # empty unless fp16
+            "skipped_steps": self.skipped_steps,
             "config": self.cfg.to_json(),
             "wall_seconds": self.wall_seconds,
             "lincae_version": lincae_cli.__version__,
@@ -321,6 +336,9 @@ class Trainer:
         self.ema = {k: v.to(self.env.device) for k, v in state["ema"].items()}
         self.ema_updates = int(state["ema_updates"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("grad_scaler"):  # checkpoints before the scaler have none: a fresh scale
+            self.scaler.load_state_dict(state["grad_scaler"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))
         self.step = int(state["step"])
         self.wall_seconds = float(state.get("wall_seconds", 0.0))
         self.commit = state.get("commit", self.commit)
@@ -438,14 +456,21 @@ class Trainer:
                 "Try a lower learning rate or precision fp32."
             )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.scaler.scale(loss).backward()
+        # There is no gradient clipping; one would need self.scaler.unscale_(self.optimizer)
+        # first. With fp16, a step whose gradients overflowed is skipped and the scale halved:
+        # normal while the scale settles, so it is counted, not treated as an error.
+        scale = self.scaler.get_scale()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scaler.is_enabled() and self.scaler.get_scale() < scale:
+            self.skipped_steps += 1
         self.step += 1
         if self.step % cfg.train.ema_every == 0:
             self.update_ema()
         progress = step / cfg.train.total_steps
         low, high = augment.gain_range(progress, cfg.augment) if cfg.augment.gain else (1.0, 1.0)
-        return {
+        record = {
             "step": self.step,
             "loss": float(loss.detach()),
             "lr": lr,
@@ -453,11 +478,25 @@ class Trainer:
             "gain_low": low,
             "gain_high": high,
         }
+        if self.scaler.is_enabled():
+            record.update(grad_scale=scale, skipped_steps=self.skipped_steps)
+        return record
 
     def run(self) -> Path | None:
         """Train until `stop_at`; returns the exported model path when training is complete."""
         self.prepare()
-        metrics_path = self.run_dir / "metrics.jsonl"
+        metrics = (
+            MetricsLog(self.run_dir, self.cfg.train.tensorboard, self.step)
+            if self.env.main
+            else None
+        )
+        try:
+            return self._run(metrics)
+        finally:
+            if metrics is not None:
+                metrics.close()
+
+    def _run(self, metrics: MetricsLog | None) -> Path | None:
         start_step = self.step
         started = time.monotonic()
         interrupted = False
@@ -468,14 +507,14 @@ class Trainer:
                 record = self.train_step()
                 self.wall_seconds += time.monotonic() - t0
                 record["seconds_per_step"] = time.monotonic() - t0
-                if self.env.main and (self.step % self.cfg.train.log_every == 0 or self.step == 1):
-                    with open(metrics_path, "a") as handle:
-                        handle.write(json.dumps({"kind": "train", **record}) + "\n")
+                logged = self.step % self.cfg.train.log_every == 0 or self.step == 1
+                if metrics is not None and logged:
+                    metrics.write({"kind": "train", **record})
                 advance(record)
                 if self.step % self.cfg.train.checkpoint_every == 0:
                     self.checkpoint()
-                if self.step % self.cfg.train.validate_every == 0 and self.env.main:
-                    self.validate(metrics_path)
+                if self.step % self.cfg.train.validate_every == 0 and metrics is not None:
+                    self.validate(metrics)
                 if self.any_rank(stop.requested):
                     interrupted = True
                     break
@@ -486,9 +525,9 @@ class Trainer:
             f"{'interrupted' if interrupted else 'stopped'} at step {self.step}/"
             f"{self.cfg.train.total_steps} after {elapsed:.0f} s; checkpoint in {self.run_dir}"
         )
-        if self.step >= self.cfg.train.total_steps and self.env.main:
+        if self.step >= self.cfg.train.total_steps and metrics is not None:
             if self.step % self.cfg.train.validate_every:  # not validated at this step yet
-                self.validate(metrics_path)
+                self.validate(metrics)
             return self.export()
         return None
 
@@ -541,7 +580,7 @@ class Trainer:
         return model.eval()
 
     @torch.no_grad()
-    def validate(self, metrics_path: Path) -> dict[str, float] | None:
+    def validate(self, metrics: MetricsLog) -> dict[str, float] | None:
         assert self.data is not None
         cfg = self.cfg
         model = self.ema_model()
@@ -573,8 +612,7 @@ class Trainer:
                 / mss(model.decode(model.encode(mixture), seed=0), mixture).mean()
             ),
         }
-        with open(metrics_path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        metrics.write(record)
         self._write_samples(x[:2], recon[:2], model.config.sample_rate)
         self.log(
             f"valid @ {self.step}: recon MSS {record['recon_mss']:.3f} "

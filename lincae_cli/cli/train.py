@@ -22,11 +22,23 @@ Examples:
   torchrun --nproc-per-node 2 --no-python lincae train configs/lincae-small.toml
       --data ~/music --run-dir runs/ddp   (one command)
 
+  lincae train configs/lincae-small.toml --data musdb:~/data/musdb18hq --run-dir runs/musdb
+
   lincae train configs/lincae-small.toml --run-dir runs/small --export-only
 
 --steps N pauses the run at step N (schedules still follow the config's train.total_steps);
 continue with --resume. At the end, RUN_DIR/model.safetensors holds the EMA weights:
 use it with `lincae encode --model RUN_DIR/model.safetensors`.
+
+--data musdb:PATH reads a local MUSDB18 (.stem.mp4) or MUSDB18-HQ (wav) copy through the musdb
+package (pip install musdb; it needs ffmpeg): the mixture and the four stems of each track of
+its train subset, split by musdb's own train/valid lists; the test subset is not used. A
+prefix of --data rather than a config key, because data locations are not part of a config
+(a run may mix folders and MUSDB, and move them between machines).
+
+--set train.tensorboard=true also writes TensorBoard scalars to RUN_DIR/tensorboard
+(pip install tensorboard). precision = "fp16" (CUDA only) trains with a dynamic loss scale,
+saved in the checkpoint.
 """
 
 
@@ -34,11 +46,12 @@ def train(
     config: Path = typer.Argument(
         ..., help="Training config (TOML), e.g. configs/lincae-small.toml."
     ),
-    data: list[Path] = typer.Option(
+    data: list[str] = typer.Option(
         None,
         "--data",
         help="Folder of audio (recursive; repeat for several). "
-        "Subfolders train/ and valid/ define the split when present.",
+        "Subfolders train/ and valid/ define the split when present. "
+        "musdb:PATH reads a MUSDB18 or MUSDB18-HQ root through the musdb package.",
     ),
     run_dir: Path = typer.Option(
         ..., "--run-dir", help="Where checkpoints, logs and the model go."
@@ -72,7 +85,7 @@ def train(
         export_run(cfg, run_dir, log=log)
         return
     if not data:
-        raise LincaeError("--data is required to train (a folder of audio files)")
+        raise LincaeError("--data is required to train (a folder of audio files, or musdb:PATH)")
     trainer = Trainer(
         cfg, run_dir, list(data), stop_at=steps, resume=resume, log=log, progress=not quiet
     )
