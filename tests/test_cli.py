@@ -52,6 +52,8 @@ def test_version_and_help_with_examples_everywhere(cli: Run) -> None:
     for sub in ("list", "pull", "path"):
         assert "Examples" in _ok(cli("models", sub, "--help")).stdout
     assert "--install-completion" in top  # shell completion
+    # Rich markup must not eat bracketed extras such as lincae[plots].
+    assert "lincae[plots]" in _ok(cli("eval", "--help")).stdout.replace("\n", "")
 
 
 def test_option_groups_are_options_of_their_own_and_reach_the_command_as_one() -> None:

@@ -111,7 +111,7 @@ def eval_command(
         typer.Option(
             "--plots",
             help="Write spectrogram PNGs and WAV examples of each model into this folder "
-            "(needs matplotlib: pip install 'lincae[plots]').",
+            r"(needs matplotlib: pip install 'lincae\[plots]').",
             show_default=False,
         ),
     ] = None,
