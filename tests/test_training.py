@@ -84,12 +84,17 @@ def isolated(workspace, monkeypatch):
     torch.set_num_threads(threads)
 
 
+def train_args(
+    workspace: Path, run_dir: Path, *args: str, data: Path | str | None = None
+) -> list[str]:
+    """`train tiny.toml --data DATA --run-dir RUN ...`: the arguments after `lincae`."""
+    data_args = ["--data", str(data or workspace / "music")]
+    return ["train", str(workspace / "tiny.toml"), *data_args, "--run-dir", str(run_dir), *args]
+
+
 def train(workspace: Path, run_dir: Path, *args: str, data: Path | str | None = None) -> int:
     """`lincae train tiny.toml --data DATA --run-dir RUN ...` in this process; exit code."""
-    data_args = ["--data", str(data or workspace / "music")]
-    return main(
-        ["train", str(workspace / "tiny.toml"), *data_args, "--run-dir", str(run_dir), *args]
-    )
+    return main(train_args(workspace, run_dir, *args, data=data))
 
 
 def assert_one_line_error(capsys, *fragments: str) -> str:
@@ -273,17 +278,7 @@ def lincae_env(workspace: Path) -> dict[str, str]:
 
 def test_cli_trains_to_the_end_and_exports_a_usable_model(workspace, tmp_path):
     run_dir = tmp_path / "run"
-    command = [
-        str(BIN / "lincae"),
-        "train",
-        str(workspace / "tiny.toml"),
-        "--data",
-        str(workspace / "music"),
-        "--run-dir",
-        str(run_dir),
-        "--set",
-        "train.total_steps=3",
-    ]
+    command = [str(BIN / "lincae"), *train_args(workspace, run_dir, "--set", "train.total_steps=3")]
     result = subprocess.run(
         command, env=lincae_env(workspace), capture_output=True, text=True, timeout=600
     )
@@ -327,15 +322,7 @@ def test_torchrun_two_processes(workspace, paused_run, tmp_path):
         "2",
         "--no-python",
         "lincae",
-        "train",
-        str(workspace / "tiny.toml"),
-        "--data",
-        str(workspace / "music"),
-        "--run-dir",
-        str(run_dir),
-        "--steps",
-        "2",
-        "--quiet",
+        *train_args(workspace, run_dir, "--steps", "2", "--quiet"),
     ]
     result = subprocess.run(
         command, env=lincae_env(workspace), capture_output=True, text=True, timeout=600

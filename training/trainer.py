@@ -220,6 +220,16 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
+def weights_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of `model`'s state: the EMA's starting point."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def stored_init_provenance(state: dict[str, Any]) -> dict[str, Any] | None:
+    """Where a checkpoint's run was warm-started from (None: random init, or an older file)."""
+    return json.loads(state.get("init_provenance") or "null")
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -276,7 +286,7 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         self.model = ConsistencyAutoencoder(cfg.model.build()).to(self.env.device)
         channels_last_convolutions(self.model)
-        self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.ema = weights_copy(self.model)
         self.ema_updates = 0
         self.step = 0
         self.optimizer = torch.optim.RAdam(self.model.parameters(), lr=cfg.train.lr)
@@ -342,7 +352,7 @@ class Trainer:
         self.step = int(state["step"])
         self.wall_seconds = float(state.get("wall_seconds", 0.0))
         self.commit = state.get("commit", self.commit)
-        self.init_provenance = json.loads(state.get("init_provenance") or "null")
+        self.init_provenance = stored_init_provenance(state)
         self.last_checkpoint_step = self.step
         return True
 
@@ -355,7 +365,7 @@ class Trainer:
                 "a warm start needs the same architecture"
             )
         self.model.load_state_dict(source.state_dict())
-        self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.ema = weights_copy(self.model)
         self.init_provenance = {
             "path": str(path),
             "sha256": source.weights_sha256,
@@ -664,7 +674,7 @@ def export_only(cfg: TrainConfig, run_dir: Path, log=print) -> Path:
         "commit": state.get("commit") or git_commit(),
         "command": shlex.join(sys.argv),
         "steps": int(state["step"]),
-        "initialised_from": json.loads(state.get("init_provenance") or "null"),
+        "initialised_from": stored_init_provenance(state),
         "wall_seconds": round(float(state.get("wall_seconds", 0.0)), 1),
         "train_config": stored.to_dict(),
         "partial": int(state["step"]) < stored.train.total_steps,
