@@ -81,14 +81,7 @@ class OurStep:
         self.optimizer = torch.optim.RAdam(self.model.parameters(), lr=cfg.train.lr)
 
     def __call__(self, inputs: StepInputs) -> float:
-        loss = self.loss(
-            inputs.audio,
-            inputs.mix_weights,
-            inputs.gains,
-            inputs.sigma,
-            inputs.sigma_next,
-            inputs.noise,
-        ).mean()
+        loss = self.loss(inputs).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -231,14 +231,7 @@ def spied_loss(model: ConsistencyAutoencoder, cfg: TrainConfig, audio: torch.Ten
     for name, spy in spies.items():
         setattr(model, name, spy)
     try:
-        loss = ConsistencyLoss(model, cfg, None)(
-            inputs.audio,
-            inputs.mix_weights,
-            inputs.gains,
-            inputs.sigma,
-            inputs.sigma_next,
-            inputs.noise,
-        )
+        loss = ConsistencyLoss(model, cfg, None)(inputs)
     finally:
         model.encoder, model.pyramid, model.unet = encoder, pyramid, unet
     return inputs, spies, loss

@@ -19,7 +19,13 @@ from lincae_training import consistency
 from lincae_training import trainer as trainer_module
 from lincae_training.config import TrainConfig
 from lincae_training.data import AudioStore, CropSampler, hashed_split, load_datasets
-from lincae_training.trainer import ConsistencyLoss, crop_samples, draw_step_inputs, learning_rate
+from lincae_training.trainer import (
+    ConsistencyLoss,
+    StepInputs,
+    crop_samples,
+    draw_step_inputs,
+    learning_rate,
+)
 
 from lincae_cli.cli.app import main
 from lincae_cli.hub.store import load_model, read_model_metadata
@@ -173,8 +179,10 @@ def overfit(frequencies: list[float], sigma: torch.Tensor | None, max_steps: int
     else:
         sigma = batch.sigma
 
+    inputs = StepInputs(audio, None, None, sigma, sigma_next, batch.noise)
+
     def batch_loss() -> torch.Tensor:
-        return loss_module(audio, None, None, sigma, sigma_next, batch.noise).mean()
+        return loss_module(inputs).mean()
 
     with torch.no_grad():
         start = batch_loss().item()

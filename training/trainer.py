@@ -20,7 +20,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,12 @@ class StepInputs:
     sigma_next: torch.Tensor  # [n]
     noise: torch.Tensor  # [n, 2, F, frames]
 
+    def to(self, device: torch.device) -> StepInputs:
+        def move(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor.to(device)
+
+        return StepInputs(*(move(getattr(self, f.name)) for f in fields(self)))
+
 
 def draw_step_inputs(
     audio: torch.Tensor,
@@ -140,8 +146,10 @@ class ConsistencyLoss(nn.Module):
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
 
-    def forward(self, audio, mix_weights, gains, sigma, sigma_next, noise) -> torch.Tensor:
+    def forward(self, inputs: StepInputs) -> torch.Tensor:
         """Per-example weighted pseudo-Huber loss `[n]`."""
+        audio, mix_weights, gains = inputs.audio, inputs.mix_weights, inputs.gains
+        sigma, sigma_next, noise = inputs.sigma, inputs.sigma_next, inputs.noise
         model = self.model
         device = audio.device
         cl = torch.channels_last  # oneDNN convolutions are faster on NHWC, on CPU too
@@ -444,15 +452,7 @@ class Trainer:
             group["lr"] = lr
         audio = self.local_batch(step)
         inputs = draw_step_inputs(audio, step, self.env.rank, cfg, self.model, self.index_weights)
-        device = self.env.device
-        per_example = self.loss_module(
-            inputs.audio,
-            None if inputs.mix_weights is None else inputs.mix_weights.to(device),
-            None if inputs.gains is None else inputs.gains.to(device),
-            inputs.sigma.to(device),
-            inputs.sigma_next.to(device),
-            inputs.noise.to(device),
-        )
+        per_example = self.loss_module(inputs.to(self.env.device))
         loss = per_example.mean()
         if self.any_rank(not bool(torch.isfinite(loss))):
             kept = (
