@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyloudnorm
 import scipy.signal
 import soundfile
 import soxr
+from pyloudnorm.iirfilter import IIRfilter
 
 from lincae_cli.atomic import atomic_output
 from lincae_cli.audio.io import (
@@ -42,6 +42,8 @@ from lincae_cli.audio.loudness import MAX_CHANNELS, MIN_DURATION_SECONDS
 from lincae_cli.errors import LincaeError
 
 READ_BLOCK_SAMPLES = 1 << 16
+# K-weighting stages as pyloudnorm parameterises them: (gain dB, Q, centre Hz) per filter type.
+_K_WEIGHTING = {"high_shelf": (4.0, 1 / math.sqrt(2), 1500.0), "high_pass": (0.0, 0.5, 38.0)}
 # BS.1770 gating: 400 ms blocks every 100 ms, absolute gate -70 LUFS, relative gate -10 LU.
 _GATE_BLOCK_SECONDS = 0.4
 _GATE_STEP = 0.25
@@ -60,10 +62,12 @@ class StreamingLoudness:
     def __init__(self, sample_rate: int, channels: int) -> None:
         self.sample_rate = sample_rate
         self.channels = channels
-        # pyloudnorm's K-weighting stages (high shelf, then high pass) for this rate.
+        # BS.1770 K-weighting through pyloudnorm's public IIRfilter: high shelf, then high pass.
         self._stages = [
             (stage.b, stage.a, stage.passband_gain)
-            for stage in pyloudnorm.Meter(sample_rate)._filters.values()
+            for stage in (
+                IIRfilter(*params, sample_rate, kind) for kind, params in _K_WEIGHTING.items()
+            )
         ]
         self._states = [np.zeros((channels, max(len(a), len(b)) - 1)) for b, a, _ in self._stages]
         self._count = 0
