@@ -7,9 +7,9 @@
 # from scratch on one thread; all variants run at the same time. Phase 1 times 12 steps of each
 # variant, two at a time (kept when OUT_DIR already has them); phase 2 gives each variant the
 # number of steps that fills MINUTES (default 50) of one core at that speed, with the same seed,
-# data, warm-up and validation clips, and validates at half and at the full budget. The summary
-# (OUT_DIR/summary.tsv, also printed) lists each variant's parameters, steps, measured CPU
-# seconds and its validation records (reconstruction MSS and SNR, homogeneity and additivity
+# data, warm-up and validation clips, and validates once at half (rounded up) and once at the
+# full budget. The summary (OUT_DIR/summary.tsv, also printed) lists each variant's parameters,
+# steps, measured CPU seconds and its validation records (reconstruction MSS and SNR, homogeneity and additivity
 # ratios). Variants: small (the shipped preset), wide, deep, crop64; default small wide deep.
 set -euo pipefail
 data=${1:?DATA_DIR}; out=${2:?OUT_DIR}; minutes=${3:-50}
@@ -53,7 +53,7 @@ done
 for name in "${order[@]}"; do
   n=${steps[$name]}
   rm -rf "$out/sweep-$name"
-  train sweep "$name" --set train.total_steps="$n" --set train.validate_every=$((n / 2)) \
+  train sweep "$name" --set train.total_steps="$n" --set train.validate_every=$(((n + 1) / 2)) \
     --set train.warmup_steps=100 --set data.valid_clips=16 &
 done
 wait
