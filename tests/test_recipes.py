@@ -174,3 +174,12 @@ def test_rendered_song_sums_exactly(tmp_path: Path) -> None:
     stem_sum = sum(read[name] for name in render_stems.STEM_NAMES)
     assert np.abs(read["mixture"] - stem_sum).max() < 1e-4
     assert render_stems.render_song(task)["status"] == "kept"
+
+
+@pytest.mark.parametrize("recipe", [prepare_music, render_stems])
+def test_recipe_usage_names_the_module_and_defaults_output(recipe, capsys) -> None:
+    assert recipe.parse_args([]).output == recipe.DEFAULT_OUTPUT
+    assert recipe.parse_args(["--output", "x"]).output == Path("x")
+    with pytest.raises(SystemExit):
+        recipe.parse_args(["--help"])
+    assert f"usage: python -m {recipe.__name__}" in capsys.readouterr().out

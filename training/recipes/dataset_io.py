@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -59,3 +60,19 @@ def write_json_atomic(path: Path, content: Any) -> None:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def recipe_parser(module_name: str, doc: str, default_output: Path) -> argparse.ArgumentParser:
+    """Return the command-line parser a recipe starts from: its usage line names the module
+    to run with ``python -m``, the first paragraph of its docstring describes it, and
+    ``--output`` picks the folder to write."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {module_name}", description=doc.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=default_output,
+        help=f"output folder (default: {default_output})",
+    )
+    return parser

@@ -6,7 +6,7 @@ with a ``manifest.json`` next to the two folders. Runs are idempotent: tracks al
 written are kept. Usage::
 
     apt-get install -y wesnoth-1.16-music warzone2100-music
-    python training/recipes/prepare_music.py [--output DIR] [--valid-fraction 0.05]
+    python -m lincae_training.recipes.prepare_music [--output DIR] [--valid-fraction 0.05]
 """
 
 from __future__ import annotations
@@ -18,23 +18,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-if __package__ in (None, ""):
-    # Run as a file: put the repository root on the path and name our package, so the
-    # relative imports below resolve the same way as under ``python -m``.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    __package__ = "training.recipes"
+import numpy as np
+import soundfile as sf
+import soxr
 
-import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
-import soxr  # noqa: E402
+from lincae_cli.errors import LincaeError
 
-from lincae_cli.errors import LincaeError  # noqa: E402
-
-from .dataset_io import (  # noqa: E402
+from .dataset_io import (
     DATA_ROOT,
     SAMPLE_RATE,
     TRAIN,
     VALID,
+    recipe_parser,
     split_for_name,
     to_mono,
     write_audio_atomic,
@@ -160,13 +155,7 @@ def prepare_music(output: Path, packages: Sequence[str], valid_fraction: float) 
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=DEFAULT_OUTPUT,
-        help=f"output folder (default: {DEFAULT_OUTPUT})",
-    )
+    parser = recipe_parser(__spec__.name, __doc__, DEFAULT_OUTPUT)
     parser.add_argument(
         "--packages",
         nargs="+",

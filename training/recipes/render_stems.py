@@ -8,7 +8,7 @@ a common length; the mixture is the exact sample sum of the four stems. Songs la
 with a ``manifest.json``. Runs are idempotent: songs already written are kept. Usage::
 
     apt-get install -y fluidsynth fluid-soundfont-gm && pip install pretty_midi
-    python training/recipes/render_stems.py [--songs 150] [--valid 20] [--seed 0]
+    python -m lincae_training.recipes.render_stems [--songs 150] [--valid 20] [--seed 0]
 """
 
 from __future__ import annotations
@@ -24,23 +24,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-if __package__ in (None, ""):
-    # Run as a file: put the repository root on the path and name our package, so the
-    # relative imports below resolve the same way as under ``python -m``.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    __package__ = "training.recipes"
+import numpy as np
+import pretty_midi
+import soundfile as sf
 
-import numpy as np  # noqa: E402
-import pretty_midi  # noqa: E402
-import soundfile as sf  # noqa: E402
+from lincae_cli.errors import LincaeError
 
-from lincae_cli.errors import LincaeError  # noqa: E402
-
-from .dataset_io import (  # noqa: E402
+from .dataset_io import (
     DATA_ROOT,
     SAMPLE_RATE,
     TRAIN,
     VALID,
+    recipe_parser,
     to_mono,
     write_audio_atomic,
     write_json_atomic,
@@ -498,13 +493,7 @@ def render_stems(
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=DEFAULT_OUTPUT,
-        help=f"output folder (default: {DEFAULT_OUTPUT})",
-    )
+    parser = recipe_parser(__spec__.name, __doc__, DEFAULT_OUTPUT)
     parser.add_argument(
         "--songs", type=int, default=150, help="number of songs in total (default: %(default)s)"
     )
