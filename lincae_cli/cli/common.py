@@ -191,6 +191,23 @@ class AudioOutputArgs:
         )
 
 
+@dataclass(frozen=True)
+class FileBatchArgs:
+    """What a file-per-file command (encode, decode) does with outputs that exist already,
+    and how it reports."""
+
+    skip_existing: SkipExistingOption = False
+    force: ForceOption = False
+    quiet: QuietOption = False
+    json_output: JsonOption = False
+
+    def reporter(self, command: str, args: Sequence[str], output: str | None) -> Reporter:
+        """The command's reporter: its JSON goes to stderr when stdout is written (``-o -``,
+        or stdin's output by default)."""
+        stdout_busy = output == STDIO or (output is None and STDIO in args)
+        return Reporter(command, self.quiet, self.json_output, stdout_busy)
+
+
 def with_option_groups(command: Callable[..., None]) -> Callable[..., None]:
     """``command`` as Typer should see it, with its option groups spread out.
 
@@ -483,8 +500,7 @@ def plan_tasks(
     kind: str,
     suffix_for: Callable[[InputFile], str],
     is_output_file: Callable[[str], bool],
-    force: bool,
-    skip_existing: bool,
+    batch: FileBatchArgs,
     reporter: Reporter,
 ) -> tuple[list[Task], ShardInfo]:
     """The tasks of a file-per-file command (encode, decode) that this process runs.
@@ -503,7 +519,7 @@ def plan_tasks(
     tasks = shard_items(tasks, [_input_bytes(task.input) for task in tasks], shard)
     if shard.is_distributed:
         reporter.extra.update(rank=shard.rank, world_size=shard.world_size)
-    return select_runnable(tasks, force, skip_existing, reporter), shard
+    return select_runnable(tasks, batch.force, batch.skip_existing, reporter), shard
 
 
 def _input_bytes(item: InputFile) -> float:
@@ -582,15 +598,6 @@ class Reporter:
         self.audio_seconds = 0.0
         self._started = time.perf_counter()
         self.extra: dict[str, Any] = {}
-
-    @classmethod
-    def for_files(
-        cls, command: str, args: Sequence[str], output: str | None, quiet: bool, json_output: bool
-    ) -> Reporter:
-        """The reporter of a file-per-file command: its JSON goes to stderr when stdout is
-        written (``-o -``, or stdin's output by default)."""
-        stdout_busy = output == STDIO or (output is None and STDIO in args)
-        return cls(command, quiet, json_output, stdout_busy)
 
     def ok(self, task: Task, **fields: Any) -> None:
         self.audio_seconds += float(fields.get("duration_seconds", 0.0))

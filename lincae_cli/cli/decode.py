@@ -12,11 +12,8 @@ from lincae_cli.cli.common import (
     STDIO,
     AudioOutputArgs,
     EngineArgs,
-    ForceOption,
-    JsonOption,
-    QuietOption,
+    FileBatchArgs,
     Reporter,
-    SkipExistingOption,
     Task,
     audio_suffixes,
     inputs_argument,
@@ -67,11 +64,8 @@ def decode(
         ),
     ] = "wav",
     audio_args: AudioOutputArgs = AudioOutputArgs(),
-    skip_existing: SkipExistingOption = False,
-    force: ForceOption = False,
     engine_args: EngineArgs = EngineArgs(),
-    quiet: QuietOption = False,
-    json_output: JsonOption = False,
+    batch: FileBatchArgs = FileBatchArgs(),
 ) -> None:
     suffix = "." + file_format.lower().lstrip(".")
     if suffix not in audio_suffixes():
@@ -81,7 +75,7 @@ def decode(
         )
     if output not in (None, STDIO) and Path(output).suffix.lower() == LAT_SUFFIX:
         raise LincaeError(f"{output}: decode writes audio; name the output .wav, .flac, ...")
-    reporter = Reporter.for_files("decode", inputs, output, quiet, json_output)
+    reporter = batch.reporter("decode", inputs, output)
     engine_args.options()  # validate the options before any work
 
     def is_audio(path: str) -> bool:
@@ -94,14 +88,13 @@ def decode(
         kind=".lat",
         suffix_for=lambda _: suffix,
         is_output_file=is_audio,
-        force=force,
-        skip_existing=skip_existing,
+        batch=batch,
         reporter=reporter,
     )
     out_options = audio_args.options()
     groups = read_latents(tasks, engine_args.model, reporter)
     for spec, members in groups.items():
-        decode_latent_files(members, spec, engine_args, out_options, reporter, quiet, shard)
+        decode_latent_files(members, spec, engine_args, out_options, reporter, batch.quiet, shard)
     raise typer.Exit(reporter.finish())
 
 

@@ -11,11 +11,8 @@ from lincae_cli.cli.common import (
     STDIO,
     DtypeOption,
     EngineArgs,
-    ForceOption,
-    JsonOption,
-    QuietOption,
+    FileBatchArgs,
     Reporter,
-    SkipExistingOption,
     Task,
     audio_suffixes,
     check_dtype,
@@ -65,17 +62,14 @@ _OUTPUT_HELP = (
 def encode(
     inputs: Annotated[list[str], inputs_argument("Audio files")],
     output: Annotated[str | None, output_option(_OUTPUT_HELP)] = None,
-    skip_existing: SkipExistingOption = False,
-    force: ForceOption = False,
     dtype: DtypeOption = "float16",
     engine_args: EngineArgs = EngineArgs(),
-    quiet: QuietOption = False,
-    json_output: JsonOption = False,
+    batch: FileBatchArgs = FileBatchArgs(),
 ) -> None:
     check_dtype(dtype)
     if output not in (None, STDIO) and Path(output).suffix.lower() in audio_suffixes():
         raise LincaeError(f"{output}: encode writes .lat files; name the output *.lat")
-    reporter = Reporter.for_files("encode", inputs, output, quiet, json_output)
+    reporter = batch.reporter("encode", inputs, output)
     engine_args.options()  # validate the options before any work
     tasks, shard = plan_tasks(
         inputs,
@@ -84,12 +78,11 @@ def encode(
         kind="audio",
         suffix_for=lat_suffix,
         is_output_file=is_lat_output,
-        force=force,
-        skip_existing=skip_existing,
+        batch=batch,
         reporter=reporter,
     )
     if tasks:
-        encode_tasks(tasks, engine_args, shard, dtype, reporter, quiet)
+        encode_tasks(tasks, engine_args, shard, dtype, reporter, batch.quiet)
     raise typer.Exit(reporter.finish())
 
 
