@@ -292,7 +292,6 @@ def run_jobs(
     engine: Any,
     jobs: Sequence[tuple[Task, Any]],
     verb: str,
-    quiet: bool,
     reporter: Reporter,
     finish: Callable[[Task, Any], None],
 ) -> None:
@@ -300,7 +299,7 @@ def run_jobs(
     ``finish(task, outcome)`` handles each success as it ends. Leaving early (an exception,
     Ctrl-C) aborts the unfinished jobs, so no partial output is left behind."""
     task_of = {id(job): task for task, job in jobs}
-    progress = make_progress(verb, quiet)
+    progress = make_progress(verb, reporter.quiet)
     with contextlib.closing(engine.run([job for _, job in jobs], progress)) as outcomes:
         for outcome in outcomes:
             task = task_of[id(outcome.job)]

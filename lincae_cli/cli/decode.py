@@ -94,7 +94,7 @@ def decode(
     out_options = audio_args.options()
     groups = read_latents(tasks, engine_args.model, reporter)
     for spec, members in groups.items():
-        decode_latent_files(members, spec, engine_args, out_options, reporter, batch.quiet, shard)
+        decode_latent_files(members, spec, engine_args, out_options, reporter, shard)
     raise typer.Exit(reporter.finish())
 
 
@@ -134,7 +134,6 @@ def decode_latent_files(
     engine_args: EngineArgs,
     out_options: Any,
     reporter: Reporter,
-    quiet: bool,
     shard: Any = None,
 ) -> None:
     """Decode ``members`` with the model ``spec``, writing each task's output."""
@@ -172,7 +171,7 @@ def decode_latent_files(
             clipped_samples=report.clipped_samples,
         )
 
-    run_jobs(engine, jobs, "decoding", quiet, reporter, report_written)
+    run_jobs(engine, jobs, "decoding", reporter, report_written)
 
 
 def clip_warning(output: str, report: Any) -> str:

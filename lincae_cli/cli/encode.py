@@ -82,7 +82,7 @@ def encode(
         reporter=reporter,
     )
     if tasks:
-        encode_tasks(tasks, engine_args, shard, dtype, reporter, batch.quiet)
+        encode_tasks(tasks, engine_args, shard, dtype, reporter)
     raise typer.Exit(reporter.finish())
 
 
@@ -92,7 +92,6 @@ def encode_tasks(
     shard: ShardInfo,
     dtype: str,
     reporter: Reporter,
-    quiet: bool,
 ) -> None:
     """Encode every task's input and write its .lat, reporting each file as it ends."""
     from lincae_cli.engine.runner import Engine
@@ -127,4 +126,4 @@ def encode_tasks(
             loudness_lufs=lat.meta.source_loudness_lufs,
         )
 
-    run_jobs(engine, jobs, "encoding", quiet, reporter, write)
+    run_jobs(engine, jobs, "encoding", reporter, write)

@@ -256,9 +256,7 @@ class Destination:
             from lincae_cli.cli.decode import decode_latent_files, decoding_model_for
 
             spec = args.engine.model or decoding_model_for(result, self.output)
-            decode_latent_files(
-                [(task, result)], spec, args.engine, args.audio.options(), reporter, args.quiet
-            )
+            decode_latent_files([(task, result)], spec, args.engine, args.audio.options(), reporter)
         reporter.records[-1].update(
             inputs=names,
             frames=result.frames,
