@@ -302,6 +302,7 @@ def test_cli_trains_to_the_end_and_exports_a_usable_model(workspace, tmp_path):
     assert provenance["train_config"]["model"]["preset"] == "tiny"
     assert "train" in provenance["command"] and "train.total_steps=3" in provenance["command"]
     assert provenance["data"]["train_files"] == 3
+    assert provenance["precision"] == "fp32"  # the tiny test config asks for it
 
     model = load_model(path)
     state = load_state(run_dir)
@@ -697,6 +698,28 @@ def test_tensorboard_missing_fails_at_start(workspace, tmp_path, capsys, monkeyp
 def test_fp16_needs_cuda(workspace, tmp_path, capsys):
     assert train(workspace, tmp_path / "run", "--set", "train.precision=fp16") == 1
     assert_one_line_error(capsys, "fp16 training needs a CUDA GPU")
+
+
+@pytest.mark.parametrize(
+    ("asked", "native", "used", "said"),
+    [
+        ("auto", True, "bf16", "precision: bf16 (auto: native bf16 here)"),
+        ("auto", False, "fp32", "precision: fp32 (auto: no native bf16 here)"),
+        ("bf16", False, "bf16", "warning: bf16 is emulated"),
+        ("bf16", True, "bf16", None),
+        ("fp32", False, "fp32", None),
+    ],
+)
+def test_precision_auto_follows_native_bf16(monkeypatch, asked, native, used, said):
+    monkeypatch.setattr(trainer_module, "native_bf16", lambda device: native)
+    lines: list[str] = []
+    assert trainer_module.resolve_precision(asked, torch.device("cpu"), lines.append) == used
+    assert [line[: len(said)] for line in lines] == ([said] if said else [])
+
+
+def test_unknown_precision_is_one_error(workspace, tmp_path, capsys):
+    assert train(workspace, tmp_path / "run", "--set", "train.precision=fp8") == 1
+    assert_one_line_error(capsys, "train.precision must be auto, fp32, bf16 or fp16")
 
 
 class InfiniteGradient(torch.autograd.Function):

@@ -50,7 +50,8 @@ class TrainSection:
     log_every: int = 25
     validate_every: int = 2000
     seed: int = 0
-    precision: str = "bf16"  # fp32 | bf16 | fp16 (fp16 only on CUDA, with a dynamic loss scale)
+    # auto (bf16 where native, else fp32) | fp32 | bf16 | fp16 (CUDA only, dynamic loss scale)
+    precision: str = "auto"
     compile: bool = False
     threads: int = 0  # torch intra-op threads; 0 = all cores
     tensorboard: bool = False  # also write the metrics to RUN_DIR/tensorboard (needs tensorboard)
