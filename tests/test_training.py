@@ -18,7 +18,13 @@ import torch
 from lincae_training import consistency
 from lincae_training import trainer as trainer_module
 from lincae_training.config import TrainConfig
-from lincae_training.data import AudioStore, CropSampler, hashed_split, load_datasets
+from lincae_training.data import (
+    AudioStore,
+    CropSampler,
+    hashed_split,
+    load_datasets,
+    validation_clips,
+)
 from lincae_training.trainer import (
     ConsistencyLoss,
     StepInputs,
@@ -715,6 +721,35 @@ def test_precision_auto_follows_native_bf16(monkeypatch, asked, native, used, sa
     lines: list[str] = []
     assert trainer_module.resolve_precision(asked, torch.device("cpu"), lines.append) == used
     assert [line[: len(said)] for line in lines] == ([said] if said else [])
+
+
+def test_validation_clips_do_not_follow_the_training_seed(workspace, tmp_path, monkeypatch):
+    seeds = []
+
+    def spy(store, count, samples, seed):
+        seeds.append(seed)
+        return validation_clips(store, count, samples, seed)
+
+    monkeypatch.setattr(trainer_module, "validation_clips", spy)
+    for train_seed in (0, 5):
+        run_dir = tmp_path / f"seed{train_seed}"
+        args = ["--steps", "1", "--quiet", "--set", f"train.seed={train_seed}"]
+        assert train(workspace, run_dir, *args, "--set", "train.validate_every=1") == 0
+    assert (
+        train(
+            workspace,
+            tmp_path / "other",
+            "--steps",
+            "1",
+            "--quiet",
+            "--set",
+            "train.validate_every=1",
+            "--set",
+            "data.valid_seed=3",
+        )
+        == 0
+    )
+    assert seeds == [0, 0, 3]
 
 
 def test_unknown_precision_is_one_error(workspace, tmp_path, capsys):

@@ -93,6 +93,9 @@ class DataSection:
     valid_fraction: float = 0.05
     valid_clips: int = 16
     valid_seconds: float = 3.0
+    # Picks the validation clips; apart from train.seed, so that runs with other seeds (or the
+    # stages of one model) validate on the same clips and their numbers compare.
+    valid_seed: int = 0
 
 
 # Counts and periods the loop divides by or takes a modulo of.

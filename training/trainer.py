@@ -616,7 +616,9 @@ class Trainer:
         hop = model.config.latent_hop_samples
         frames = max(1, int(cfg.data.valid_seconds * model.config.sample_rate) // hop)
         samples = crop_samples(model, frames * model.config.frames_per_latent)
-        clips = validation_clips(self.data.valid, cfg.data.valid_clips, samples, cfg.train.seed)
+        clips = validation_clips(
+            self.data.valid, cfg.data.valid_clips, samples, cfg.data.valid_seed
+        )
         if clips.shape[0] < 2:
             return None
         x = torch.from_numpy(clips).to(self.env.device)
