@@ -457,6 +457,20 @@ def test_resume_with_a_different_config(workspace, paused_run, tmp_path, capsys)
     assert_one_line_error(capsys, "different config", "train.lr")
 
 
+def test_resume_a_checkpoint_older_than_a_config_key(workspace, paused_run, tmp_path):
+    """A checkpoint saved before a config key existed resumes when the key has its default,
+    and not when the config sets it otherwise."""
+    run_dir = copy_run(paused_run, tmp_path)
+    state = load_state(run_dir)
+    stored = json.loads(state["config"])
+    del stored["data"]["valid_seed"]
+    state["config"] = json.dumps(stored)
+    torch.save(state, run_dir / "checkpoint.pt")
+    assert train(workspace, run_dir, "--resume", "--set", "data.valid_seed=4") == 1
+    assert train(workspace, run_dir, "--resume", "--steps", "3", "--quiet") == 0
+    assert load_state(run_dir)["step"] == 3
+
+
 def test_existing_run_dir_without_resume(workspace, paused_run, tmp_path, capsys):
     run_dir = copy_run(paused_run, tmp_path)
     assert train(workspace, run_dir) == 1

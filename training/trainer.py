@@ -356,12 +356,14 @@ class Trainer:
             return False
         stored = json.loads(state["config"])
         current = json.loads(self.cfg.to_json())
+        # A key newer than the checkpoint counts as its default value.
+        defaults = json.loads(TrainConfig().to_json())
         differing = sorted(
             f"{section}.{key}"
             for section in current
             if isinstance(current[section], dict)
             for key in current[section]
-            if stored.get(section, {}).get(key) != current[section][key]
+            if stored.get(section, {}).get(key, defaults[section][key]) != current[section][key]
             and f"{section}.{key}" not in RESUMABLE_CHANGES
         )
         if differing or stored.get("name") != current.get("name"):
