@@ -766,6 +766,15 @@ def test_validation_clips_do_not_follow_the_training_seed(workspace, tmp_path, m
     assert seeds == [0, 0, 3]
 
 
+def test_quiet_still_warns_of_emulated_bf16(workspace, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(trainer_module, "native_bf16", lambda device: False)
+    args = ["--steps", "1", "--quiet", "--set", "train.precision=bf16"]
+    assert train(workspace, tmp_path / "run", *args) == 0
+    err = capsys.readouterr().err
+    assert "warning: bf16 is emulated" in err
+    assert "stopped at step" not in err  # the rest stays quiet
+
+
 def test_unknown_precision_is_one_error(workspace, tmp_path, capsys):
     assert train(workspace, tmp_path / "run", "--set", "train.precision=fp8") == 1
     assert_one_line_error(capsys, "train.precision must be auto, fp32, bf16 or fp16")

@@ -233,12 +233,13 @@ def weights_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def resolve_precision(precision: str, device: torch.device, log=print) -> str:
+def resolve_precision(precision: str, device: torch.device, log=print, warn=None) -> str:
     """`train.precision` -> the one used: fp32, bf16 or fp16.
 
     auto is bf16 where the hardware runs it natively (a GPU with bf16, a CPU with AVX-512 BF16
-    or AMX), else fp32. An explicit bf16 elsewhere still runs, emulated, with a warning: on an
-    AVX2 CPU a step of the small model took 14 s in bf16 against 1.6 s in fp32.
+    or AMX), else fp32, said through `log`. An explicit bf16 elsewhere still runs, emulated, with
+    a warning through `warn` (default: `log`): on an AVX2 CPU a step of the small model took
+    14 s in bf16 against 1.6 s in fp32.
     """
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise LincaeError(f"train.precision must be auto, fp32, bf16 or fp16, not '{precision}'")
@@ -249,7 +250,7 @@ def resolve_precision(precision: str, device: torch.device, log=print) -> str:
         precision = "bf16" if native else "fp32"
         log(f"precision: {precision} (auto: {'native' if native else 'no native'} bf16 here)")
     elif precision == "bf16" and not native:
-        log(
+        (warn or log)(
             "warning: bf16 is emulated on this hardware (no AVX-512 BF16 or AMX), which makes "
             'training several times slower; set train.precision = "auto" or "fp32"'
         )
@@ -285,7 +286,9 @@ class Trainer:
         resume: bool = False,
         log=print,
         progress: bool = True,
+        warn=None,
     ) -> None:
+        """`log` takes progress lines; `warn` (default: `log`) the warnings that --quiet keeps."""
         self.cfg = cfg
         self.run_dir = run_dir
         self.data_roots = data_roots
@@ -300,7 +303,9 @@ class Trainer:
             )
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        precision = self.precision = resolve_precision(cfg.train.precision, self.env.device, log)
+        precision = self.precision = resolve_precision(
+            cfg.train.precision, self.env.device, log, warn
+        )
         if cfg.train.tensorboard:
             tensorboard_writer_class()  # a missing package fails now, not at the first log
         self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[

@@ -81,14 +81,25 @@ def train(
     if seed is not None:
         items.append(f"train.seed={seed}")
     cfg = TrainConfig.load(config, items)
-    log = (lambda *_: None) if quiet else (lambda msg: typer.echo(msg, err=True))
+
+    def say(msg: str) -> None:
+        typer.echo(msg, err=True)
+
+    log = (lambda *_: None) if quiet else say
     if export_only:
         export_run(cfg, run_dir, log=log)
         return
     if not data:
         raise LincaeError("--data is required to train (a folder of audio files, or musdb:PATH)")
     trainer = Trainer(
-        cfg, run_dir, list(data), stop_at=steps, resume=resume, log=log, progress=not quiet
+        cfg,
+        run_dir,
+        list(data),
+        stop_at=steps,
+        resume=resume,
+        log=log,
+        progress=not quiet,
+        warn=say,  # --quiet drops progress, not warnings
     )
     with _one_line_warnings():
         trainer.run()
