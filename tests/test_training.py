@@ -35,6 +35,7 @@ from lincae_training.trainer import (
 
 from lincae_cli.cli.app import main
 from lincae_cli.hub.store import load_model, read_model_metadata
+from lincae_cli.nn import autoencoder as autoencoder_module
 from lincae_cli.nn.autoencoder import ConsistencyAutoencoder
 
 RATE = 44100
@@ -731,7 +732,7 @@ def test_fp16_needs_cuda(workspace, tmp_path, capsys):
     ],
 )
 def test_precision_auto_follows_native_bf16(monkeypatch, asked, native, used, said):
-    monkeypatch.setattr(trainer_module, "native_bf16", lambda device: native)
+    monkeypatch.setattr(autoencoder_module, "native_bf16", lambda device: native)
     lines: list[str] = []
     assert trainer_module.resolve_precision(asked, torch.device("cpu"), lines.append) == used
     assert [line[: len(said)] for line in lines] == ([said] if said else [])
@@ -745,29 +746,18 @@ def test_validation_clips_do_not_follow_the_training_seed(workspace, tmp_path, m
         return validation_clips(store, count, samples, seed)
 
     monkeypatch.setattr(trainer_module, "validation_clips", spy)
-    for train_seed in (0, 5):
-        run_dir = tmp_path / f"seed{train_seed}"
-        args = ["--steps", "1", "--quiet", "--set", f"train.seed={train_seed}"]
-        assert train(workspace, run_dir, *args, "--set", "train.validate_every=1") == 0
-    assert (
-        train(
-            workspace,
-            tmp_path / "other",
-            "--steps",
-            "1",
-            "--quiet",
-            "--set",
-            "train.validate_every=1",
-            "--set",
-            "data.valid_seed=3",
-        )
-        == 0
-    )
+    one_validated_step = ["--steps", "1", "--quiet", "--set", "train.validate_every=1"]
+    for name, setting in [
+        ("seed0", "train.seed=0"),
+        ("seed5", "train.seed=5"),
+        ("v3", "data.valid_seed=3"),
+    ]:
+        assert train(workspace, tmp_path / name, *one_validated_step, "--set", setting) == 0
     assert seeds == [0, 0, 3]
 
 
 def test_quiet_still_warns_of_emulated_bf16(workspace, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(trainer_module, "native_bf16", lambda device: False)
+    monkeypatch.setattr(autoencoder_module, "native_bf16", lambda device: False)
     args = ["--steps", "1", "--quiet", "--set", "train.precision=bf16"]
     assert train(workspace, tmp_path / "run", *args) == 0
     err = capsys.readouterr().err

@@ -38,7 +38,11 @@ import lincae_cli
 from lincae_cli.errors import LincaeError
 from lincae_cli.eval.metrics import mss, snr_db
 from lincae_cli.hub.store import load_model
-from lincae_cli.nn.autoencoder import ConsistencyAutoencoder, native_bf16
+from lincae_cli.nn.autoencoder import (
+    PRECISION_DTYPES,
+    ConsistencyAutoencoder,
+    auto_precision,
+)
 
 # Settings of the machine and of logging, not of the optimisation: a run may resume with
 # other values (e.g. more threads once a core frees up).
@@ -241,15 +245,15 @@ def resolve_precision(precision: str, device: torch.device, log=print, warn=None
     a warning through `warn` (default: `log`): on an AVX2 CPU a step of the small model took
     14 s in bf16 against 1.6 s in fp32.
     """
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
+    if precision != "auto" and precision not in PRECISION_DTYPES:
         raise LincaeError(f"train.precision must be auto, fp32, bf16 or fp16, not '{precision}'")
     if precision == "fp16" and device.type not in _FP16_DEVICE_TYPES:
         raise LincaeError("fp16 training needs a CUDA GPU; use auto, bf16 or fp32 on CPU")
-    native = native_bf16(device)
     if precision == "auto":
-        precision = "bf16" if native else "fp32"
-        log(f"precision: {precision} (auto: {'native' if native else 'no native'} bf16 here)")
-    elif precision == "bf16" and not native:
+        precision = auto_precision(device)
+        native = "native" if precision == "bf16" else "no native"
+        log(f"precision: {precision} (auto: {native} bf16 here)")
+    elif precision == "bf16" and auto_precision(device) != "bf16":  # bf16 not native here
         (warn or log)(
             "warning: bf16 is emulated on this hardware (no AVX-512 BF16 or AMX), which makes "
             'training several times slower; set train.precision = "auto" or "fp32"'
@@ -308,9 +312,7 @@ class Trainer:
         )
         if cfg.train.tensorboard:
             tensorboard_writer_class()  # a missing package fails now, not at the first log
-        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[
-            precision
-        ]
+        self.autocast_dtype = PRECISION_DTYPES[precision]
         # fp16 gradients underflow without a loss scale; bf16 and fp32 need none (a disabled
         # scaler passes the loss and the optimiser step through unchanged).
         self.scaler = torch.amp.GradScaler(self.env.device.type, enabled=precision == "fp16")

@@ -44,7 +44,7 @@ from lincae_cli.engine.shard import ShardInfo, shard_info
 from lincae_cli.engine.streams import AudioSink, AudioSource, OutputOptions, SinkReport
 from lincae_cli.errors import LincaeError
 from lincae_cli.latents.latfile import LatentFile, LatentMeta, provenance_entry
-from lincae_cli.nn.autoencoder import ConsistencyAutoencoder
+from lincae_cli.nn.autoencoder import PRECISION_DTYPES, ConsistencyAutoencoder
 
 DEFAULT_CHUNK_SECONDS = 10.0
 # Context on each side of a chunk: about the encoder's and decoder's receptive field in time
@@ -161,7 +161,7 @@ def model_identity(model: ConsistencyAutoencoder) -> tuple[str, str]:
 
 
 def _precision_name(model: ConsistencyAutoencoder) -> str:
-    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[model.precision]
+    return next(name for name, dtype in PRECISION_DTYPES.items() if dtype == model.precision)
 
 
 # -- jobs -----------------------------------------------------------------------------------

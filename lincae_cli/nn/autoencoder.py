@@ -38,6 +38,19 @@ def native_bf16(device: torch.device) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+# Precision names and the autocast dtype each runs (None: plain fp32).
+PRECISION_DTYPES: dict[str, torch.dtype | None] = {
+    "fp32": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
+
+
+def auto_precision(device: torch.device) -> str:
+    """What precision 'auto' means on `device`: bf16 where it is native, else fp32."""
+    return "bf16" if native_bf16(device) else "fp32"
+
+
 def as_generator(seed: int | torch.Generator | None, device: torch.device) -> torch.Generator:
     if isinstance(seed, torch.Generator):
         return seed
@@ -67,11 +80,10 @@ class ConsistencyAutoencoder(nn.Module):
         """'fp32', 'bf16' or 'fp16' (or 'auto': bf16 where the hardware runs it natively, else
         fp32): autocast dtype used by encode/decode. The STFT frontend always runs in fp32."""
         if precision == "auto":
-            precision = "bf16" if native_bf16(self.device) else "fp32"
-        options = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-        if precision not in options:
+            precision = auto_precision(self.device)
+        if precision not in PRECISION_DTYPES:
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
-        self.precision = options[precision]
+        self.precision = PRECISION_DTYPES[precision]
 
     def optimize_for_inference(self, precision: str = "auto") -> ConsistencyAutoencoder:
         """Eval mode, NHWC memory layout (faster oneDNN/cuDNN convolutions) and `precision`."""
