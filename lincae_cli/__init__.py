@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from lincae_cli.version import __version__
 
 if TYPE_CHECKING:
     import numpy as np
@@ -59,7 +59,7 @@ def load_model(
     or a path; None is the default model. ``device``: auto, cpu, cuda, cuda:N or mps.
     ``precision``: auto (bf16 where native), fp32, bf16 or fp16.
     """
-    from lincae_cli.engine.runner import load_inference_model
+    from lincae_cli.engine.inference import load_inference_model
 
     return load_inference_model(spec, device, precision)
 
@@ -73,7 +73,7 @@ def encode_audio(
 ) -> LatentFile:
     """Encode audio ``[channels, samples]`` or ``[samples]`` (numpy or torch, any rate) into a
     `LatentFile`: per-channel latents, the source rate, length and loudness."""
-    from lincae_cli.engine.runner import encode_array
+    from lincae_cli.engine.inference import encode_array
 
     return encode_array(_engine(model, chunk_seconds), _as_numpy(audio), sample_rate, name)
 
@@ -90,15 +90,15 @@ def decode_latents(
     The audio has the original length and, unless ``sample_rate`` is given, the original
     rate. The same ``seed`` gives the same audio.
     """
-    from lincae_cli.engine.runner import decode_to_array
-    from lincae_cli.engine.streams import OutputOptions
+    from lincae_cli.audio.sink import OutputOptions
+    from lincae_cli.engine.inference import decode_to_array
 
     engine = _engine(model, chunk_seconds, seed=seed)
     return decode_to_array(engine, lat, OutputOptions(sample_rate=sample_rate))
 
 
 def _engine(model: ConsistencyAutoencoder, chunk_seconds: float | None, seed: int = 0) -> Any:
-    from lincae_cli.engine.runner import DEFAULT_CHUNK_SECONDS, Engine, EngineOptions
+    from lincae_cli.engine.inference import DEFAULT_CHUNK_SECONDS, Engine, EngineOptions
 
     options = EngineOptions(chunk_seconds=chunk_seconds or DEFAULT_CHUNK_SECONDS, seed=seed)
     return Engine(model, options)

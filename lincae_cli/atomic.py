@@ -15,6 +15,37 @@ from pathlib import Path
 from lincae_cli.errors import LincaeError
 
 
+class AtomicFile:
+    """A temporary path beside ``target``: write it, then `commit` (fsync and rename over the
+    target) or `discard` (remove it; the target is left as it was).
+
+    For writers that outlive one block of code (a streamed audio file); `atomic_output` is the
+    same as a context manager. The temporary name starts with a dot (folder scans skip it) and
+    keeps ``target``'s suffix, because some writers (soundfile, numpy) choose the format from
+    the extension.
+    """
+
+    def __init__(self, target: str | os.PathLike[str]) -> None:
+        self.target = Path(target)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.temporary = self.target.with_name(
+            f".{self.target.stem}.{uuid.uuid4().hex[:12]}.partial{self.target.suffix}"
+        )
+
+    def commit(self) -> None:
+        """Make the written temporary file the target, durably."""
+        try:
+            _fsync_file(self.temporary)
+            os.replace(self.temporary, self.target)
+            _fsync_directory(self.target.parent)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove the temporary file (if any); safe to call more than once."""
+        self.temporary.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success move it onto ``path`` atomically.
@@ -22,19 +53,15 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     The caller writes (or has a library write) the temporary file; on a clean exit it is
     fsynced and renamed over ``path``, so readers see either the old file or the complete
     new one, never a partial file. On an exception the temporary file is removed and
-    ``path`` is left untouched. The temporary name keeps ``path``'s suffix because some
-    writers (soundfile, numpy) choose the format from the extension.
+    ``path`` is left untouched.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:12]}.partial{target.suffix}")
+    atomic = AtomicFile(path)
     try:
-        yield temporary
-        _fsync_file(temporary)
-        os.replace(temporary, target)
-        _fsync_directory(target.parent)
-    finally:
-        temporary.unlink(missing_ok=True)
+        yield atomic.temporary
+    except BaseException:
+        atomic.discard()
+        raise
+    atomic.commit()
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

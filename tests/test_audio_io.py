@@ -16,7 +16,6 @@ from lincae_cli.audio.io import (
     audio_to_bytes,
     clip_report,
     is_audio_path,
-    is_lat_path,
     normalize_peak,
     read_audio,
     resample,
@@ -26,6 +25,7 @@ from lincae_cli.audio.io import (
 )
 from lincae_cli.audio.loudness import integrated_loudness
 from lincae_cli.errors import LincaeError
+from lincae_cli.paths import is_lat_path
 
 
 def sine(

@@ -16,8 +16,8 @@ import pytest
 import soundfile
 import torch
 
-from lincae_cli.cli.common import AudioOutputArgs, EngineArgs, with_option_groups
 from lincae_cli.cli.ops import ResultArgs
+from lincae_cli.cli.options import AudioOutputArgs, EngineArgs, with_option_groups
 from lincae_cli.latents.latfile import read_lat
 from tests.conftest import FAST, write_tone
 
@@ -436,8 +436,8 @@ def test_read_only_output_folder(cli: Run, tmp_path: Path, read_only_dir: Path) 
 def test_interrupted_decode_leaves_no_file(
     cli: Run, tmp_path: Path, tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from lincae_cli.audio import sink
     from lincae_cli.cli.app import main
-    from lincae_cli.engine import streams
 
     write_tone(tmp_path / "a.wav", 1.2)
     _ok(cli("encode", str(tmp_path / "a.wav"), model=True))
@@ -450,8 +450,8 @@ def test_interrupted_decode_leaves_no_file(
             raise KeyboardInterrupt
         original(self, block)
 
-    original = streams.AudioSink.write
-    monkeypatch.setattr(streams.AudioSink, "write", interrupt_after_first_block)
+    original = sink.AudioSink.write
+    monkeypatch.setattr(sink.AudioSink, "write", interrupt_after_first_block)
     code = main(
         [
             "decode",
@@ -470,15 +470,16 @@ def test_interrupted_decode_leaves_no_file(
 def test_clipping_warns_and_limit_or_normalize_fix_it(
     cli: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lincae_cli.engine.runner import Engine
+    from lincae_cli.engine.inference import Engine
 
     write_tone(tmp_path / "a.wav", 0.3)
     _ok(cli("encode", str(tmp_path / "a.wav"), model=True))
 
-    def loud(self: Engine, kind: str, items: Any) -> np.ndarray:  # a decoder gone loud
-        return np.full((len(items), self.spec.window_frames * self.latent_hop), 1.5, np.float32)
+    def loud(self: Engine, items: Any) -> np.ndarray:  # a decoder gone loud
+        width = self.spec.window_frames * self.config.latent_hop_samples
+        return np.full((len(items), width), 1.5, np.float32)
 
-    monkeypatch.setattr(Engine, "_forward", loud)
+    monkeypatch.setattr(Engine, "_decode_windows", loud)
     lat = str(tmp_path / "a.lat")
     result = _ok(cli("decode", lat, "-o", str(tmp_path / "a1.wav"), model=True))
     assert (

@@ -1,5 +1,5 @@
-"""The inference engine (engine/runner.py): time alignment, chunking, batching, determinism,
-bounded memory, seams, and the library API in lincae_cli/__init__.py."""
+"""The inference engine (engine/inference.py, engine/runner.py): time alignment, chunking,
+batching, determinism, bounded memory, seams, and the library API in lincae_cli/__init__.py."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ import soundfile
 import torch
 
 import lincae_cli
-from lincae_cli.engine.runner import Engine, EngineOptions, decode_to_array, encode_array
-from lincae_cli.engine.streams import ArraySource, AudioSource, OutputOptions
+from lincae_cli.audio.sink import OutputOptions
+from lincae_cli.audio.sources import ArraySource, AudioSource
+from lincae_cli.engine.inference import Engine, EngineOptions, decode_to_array, encode_array
 from lincae_cli.errors import LincaeError
 from lincae_cli.hub.store import load_model
+from lincae_cli.nn.autoencoder import decoding_noise
 from lincae_cli.nn.config import preset
 from tests.conftest import tone
 
@@ -39,6 +41,7 @@ class AlignmentModel:
         self.config = preset("tiny")
         self.device = torch.device("cpu")
         self.precision = None
+        self.precision_name = "fp32"
         self.name = "alignment"
         self.weights_sha256 = "a" * 64
         self.decoded_gain = decoded_gain
@@ -220,7 +223,7 @@ def test_no_seams_in_latents_at_chunk_boundaries(tiny: object) -> None:
     noise = (0.1 * np.random.default_rng(0).standard_normal(frames * H)).astype(np.float32)
     engine = _engine(tiny, chunk_seconds=0.5)
     chunked = encode_array(engine, noise[None], 44100, "noise").latents[0]
-    pad = engine.alignment_offset
+    pad = engine.framing.alignment_offset
     with torch.inference_mode():
         whole = tiny.encode(torch.from_numpy(np.pad(noise, pad))[None])[0]  # type: ignore[attr-defined]
     error = ((chunked - whole).norm(dim=0) / whole.norm(dim=0).mean()).numpy()
@@ -238,9 +241,10 @@ def test_no_seams_in_decoded_audio_at_chunk_boundaries(tiny: object) -> None:
     engine = _engine(tiny, chunk_seconds=0.5)
     lat = encode_array(engine, noise[None], 44100, "noise")
     chunked, _ = decode_to_array(engine, lat)
-    pad = engine.alignment_offset
+    pad = engine.framing.alignment_offset
     with torch.inference_mode():
-        initial = engine.noise(0, frames)[None] * tiny.config.sigma_max  # type: ignore[attr-defined]
+        noise = decoding_noise(tiny.config, 0, 0, frames)  # type: ignore[attr-defined]
+        initial = noise[None] * tiny.config.sigma_max  # type: ignore[attr-defined]
         whole = tiny.decode(lat.latents, initial_noise=initial)[0, pad : pad + frames * H]  # type: ignore[attr-defined]
     error = np.sqrt(((chunked[0] - whole.numpy()) ** 2).reshape(frames, H).mean(axis=1))
     error /= np.sqrt(np.mean(whole.numpy() ** 2))

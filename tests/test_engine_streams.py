@@ -1,4 +1,5 @@
-"""Block-by-block audio in and out (engine/streams.py) and torchrun sharding (engine/shard.py)."""
+"""Block-by-block audio in and out (audio/sources.py, audio/sink.py, audio/loudness.py) and
+torchrun sharding (engine/shard.py)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,10 @@ import pytest
 import soundfile
 
 from lincae_cli.audio.io import resample, resampled_length
-from lincae_cli.audio.loudness import integrated_loudness
+from lincae_cli.audio.loudness import StreamingLoudness, integrated_loudness
+from lincae_cli.audio.sink import AudioSink, OutputOptions
+from lincae_cli.audio.sources import ArraySource, open_audio_source
 from lincae_cli.engine.shard import ShardInfo, shard_info, shard_items
-from lincae_cli.engine.streams import (
-    ArraySource,
-    AudioSink,
-    OutputOptions,
-    StreamingLoudness,
-    open_audio_source,
-)
 from lincae_cli.errors import LincaeError
 from tests.conftest import tone
 

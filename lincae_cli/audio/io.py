@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +18,9 @@ import soundfile
 import soxr
 
 from lincae_cli.atomic import atomic_write_bytes
-from lincae_cli.errors import LincaeError
+from lincae_cli.errors import LincaeError, first_line
+from lincae_cli.paths import STDIN_NAME, is_stdio
 
-STDIO_NAME = "-"
-LAT_SUFFIX = ".lat"
 RESAMPLE_QUALITY = "VHQ"
 
 # File suffix -> soundfile container format; only those this libsndfile can write.
@@ -49,9 +50,30 @@ def is_audio_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in AUDIO_EXTENSIONS
 
 
-def is_lat_path(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` names a latent file (suffix ``.lat``)."""
-    return Path(path).suffix.lower() == LAT_SUFFIX
+def output_container(path: str | os.PathLike[str]) -> str:
+    """The soundfile container for an output path, from its suffix."""
+    suffix = Path(path).suffix
+    container = AUDIO_EXTENSIONS.get(suffix.lower())
+    if container is None:
+        raise LincaeError(
+            f"{path}: unknown audio file type {suffix!r}; "
+            f"use one of {', '.join(AUDIO_EXTENSIONS)} (or .lat for latents)"
+        )
+    return container
+
+
+@contextmanager
+def reading_errors(name: str) -> Iterator[None]:
+    """Turn what libsndfile and the OS raise while reading ``name`` into one-line errors."""
+    try:
+        yield
+    except MemoryError:
+        # A corrupt header can claim an absurd number of frames.
+        raise LincaeError(f"{name}: cannot read audio (corrupt length in header)") from None
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        raise LincaeError(f"{name}: cannot read audio ({first_line(error)})") from None
+    except OSError as error:
+        raise LincaeError(f"{name}: cannot read ({error.strerror or error})") from None
 
 
 def audio_from_bytes(data: bytes, name: str = "<bytes>") -> tuple[np.ndarray, int]:
@@ -66,8 +88,8 @@ def read_audio(source: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
 
     Raises `LincaeError` naming the file if it is missing, unreadable, empty, or holds NaN/Inf.
     """
-    if os.fspath(source) == STDIO_NAME:
-        return audio_from_bytes(sys.stdin.buffer.read(), "<stdin>")
+    if is_stdio(source):
+        return audio_from_bytes(sys.stdin.buffer.read(), STDIN_NAME)
     path = Path(source)
     if not path.exists():
         raise LincaeError(f"{path}: no such file")
@@ -77,15 +99,8 @@ def read_audio(source: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
 
 
 def _decode(file: Path | io.BytesIO, name: str) -> tuple[np.ndarray, int]:
-    try:
+    with reading_errors(name):
         samples, sample_rate = soundfile.read(file, dtype="float32", always_2d=True)
-    except MemoryError:
-        # A corrupt header can claim an absurd number of frames.
-        raise LincaeError(f"{name}: cannot read audio (corrupt length in header)") from None
-    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
-        raise LincaeError(f"{name}: cannot read audio ({_first_line(error)})") from None
-    except OSError as error:
-        raise LincaeError(f"{name}: cannot read ({error.strerror or error})") from None
     audio = np.ascontiguousarray(samples.T)
     if audio.shape[1] == 0:
         raise LincaeError(f"{name}: audio is empty (0 samples)")
@@ -143,7 +158,7 @@ def audio_to_bytes(
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         raise LincaeError(
             f"cannot encode {audio.shape[0]}-channel {sample_rate} Hz audio as {container}"
-            f"{'/' + subtype if subtype else ''} ({_first_line(error)})"
+            f"{'/' + subtype if subtype else ''} ({first_line(error)})"
         ) from None
     return buffer.getvalue()
 
@@ -159,17 +174,12 @@ def write_audio(
     ``"-"`` writes WAV bytes to stdout. A path is written atomically: a temporary file in
     the same directory, fsynced, then renamed over the target.
     """
-    if os.fspath(target) == STDIO_NAME:
+    if is_stdio(target):
         sys.stdout.buffer.write(audio_to_bytes(audio, sample_rate, "WAV", subtype))
         sys.stdout.buffer.flush()
         return
     path = Path(target)
-    container = AUDIO_EXTENSIONS.get(path.suffix.lower())
-    if container is None:
-        raise LincaeError(
-            f"{path}: unknown audio file type {path.suffix!r}; "
-            f"use one of {', '.join(AUDIO_EXTENSIONS)}"
-        )
+    container = output_container(path)
     try:
         data = audio_to_bytes(audio, sample_rate, container, subtype)
     except LincaeError as error:
@@ -207,8 +217,3 @@ def soft_limit(audio: np.ndarray, threshold: float = 0.9) -> np.ndarray:
     knee = threshold + headroom * np.tanh((magnitude - threshold) / headroom)
     limited = np.where(magnitude > threshold, np.sign(audio) * knee, audio)
     return limited.astype(np.float32)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -1,4 +1,5 @@
-"""Integrated loudness (ITU-R BS.1770 / EBU R128) with pyloudnorm."""
+"""Integrated loudness (ITU-R BS.1770 / EBU R128): of whole arrays with pyloudnorm, and of
+audio fed block by block (`StreamingLoudness`, the same maths with constant memory)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,20 @@ import math
 
 import numpy as np
 import pyloudnorm
+import scipy.signal
+from pyloudnorm.iirfilter import IIRfilter
 
-# BS.1770 integrates over 400 ms gating blocks; shorter audio has no measurable loudness.
-MIN_DURATION_SECONDS = 0.4
-# pyloudnorm weights at most 5 channels (L, R, C, Ls, Rs).
-MAX_CHANNELS = 5
+# K-weighting stages as pyloudnorm parameterises them: (gain dB, Q, centre Hz) per filter type.
+_K_WEIGHTING = {"high_shelf": (4.0, 1 / math.sqrt(2), 1500.0), "high_pass": (0.0, 0.5, 38.0)}
+# BS.1770 gating: 400 ms blocks every 100 ms, absolute gate -70 LUFS, relative gate -10 LU.
+_GATE_BLOCK_SECONDS = 0.4
+_GATE_STEP = 0.25
+_ABSOLUTE_GATE_LUFS = -70.0
+_CHANNEL_WEIGHTS = (1.0, 1.0, 1.0, 1.41, 1.41)
+# Audio shorter than one gating block has no measurable loudness.
+MIN_DURATION_SECONDS = _GATE_BLOCK_SECONDS
+# Channel weights exist for at most 5 channels (L, R, C, Ls, Rs).
+MAX_CHANNELS = len(_CHANNEL_WEIGHTS)
 
 
 def integrated_loudness(audio: np.ndarray, sample_rate: int) -> float | None:
@@ -27,3 +37,84 @@ def integrated_loudness(audio: np.ndarray, sample_rate: int) -> float | None:
     meter = pyloudnorm.Meter(sample_rate)
     loudness = float(meter.integrated_loudness(audio.T.astype(np.float64)))
     return loudness if math.isfinite(loudness) else None
+
+
+class StreamingLoudness:
+    """Integrated loudness (ITU-R BS.1770) of audio fed in blocks; pyloudnorm's maths.
+
+    pyloudnorm measures whole arrays (a float64 copy of the file, then filtered copies); this
+    keeps only the K-weighting filter state and one energy sum per 100 ms per channel, and
+    gates at the end exactly as `pyloudnorm.Meter.integrated_loudness` does.
+    """
+
+    def __init__(self, sample_rate: int, channels: int) -> None:
+        self.sample_rate = sample_rate
+        self.channels = channels
+        # BS.1770 K-weighting through pyloudnorm's public IIRfilter: high shelf, then high pass.
+        self._stages = [
+            (stage.b, stage.a, stage.passband_gain)
+            for stage in (
+                IIRfilter(*params, sample_rate, kind) for kind, params in _K_WEIGHTING.items()
+            )
+        ]
+        self._states = [np.zeros((channels, max(len(a), len(b)) - 1)) for b, a, _ in self._stages]
+        self._count = 0
+        self._segment_sums: list[np.ndarray] = []
+        self._current = np.zeros(channels)
+
+    def _boundary(self, segment: int) -> int:
+        # Same float expression as pyloudnorm's block bounds, so the blocks match exactly.
+        return int(_GATE_BLOCK_SECONDS * (segment * _GATE_STEP) * self.sample_rate)
+
+    def update(self, block: np.ndarray) -> None:
+        """Feed ``[channels, n]`` samples."""
+        filtered = block.astype(np.float64)
+        for index, (b, a, gain) in enumerate(self._stages):
+            filtered, self._states[index] = scipy.signal.lfilter(
+                b, a, filtered, axis=-1, zi=self._states[index]
+            )
+            filtered = gain * filtered
+        squares = filtered * filtered
+        position, end = self._count, self._count + block.shape[-1]
+        while position < end:
+            segment_end = self._boundary(len(self._segment_sums) + 1)
+            stop = min(segment_end, end)
+            self._current += squares[:, position - self._count : stop - self._count].sum(axis=-1)
+            position = stop
+            if position == segment_end:
+                self._segment_sums.append(self._current)
+                self._current = np.zeros(self.channels)
+        self._count = end
+
+    def result(self) -> float | None:
+        """LUFS, or None where `integrated_loudness` gives None (short, silent, > 5 channels)."""
+        rate = self.sample_rate
+        if self.channels > MAX_CHANNELS or self._count < MIN_DURATION_SECONDS * rate:
+            return None
+        segments = np.array([*self._segment_sums, self._current]).T  # [channels, segments]
+        duration = self._count / rate
+        blocks = int(
+            np.round((duration - _GATE_BLOCK_SECONDS) / (_GATE_BLOCK_SECONDS * _GATE_STEP))
+        )
+        blocks += 1
+        per_block = round(1 / _GATE_STEP)
+        padded = np.pad(segments, ((0, 0), (0, max(0, blocks + per_block - segments.shape[1]))))
+        energy = sum(padded[:, k : k + blocks] for k in range(per_block))
+        energy = energy / (_GATE_BLOCK_SECONDS * rate)  # [channels, blocks]
+        weights = np.array(_CHANNEL_WEIGHTS[: self.channels])[:, None]
+        with np.errstate(divide="ignore"):
+            block_lufs = -0.691 + 10.0 * np.log10((weights * energy).sum(axis=0))
+        above_absolute = block_lufs >= _ABSOLUTE_GATE_LUFS
+        if not above_absolute.any():
+            return None
+        relative_gate = _lufs(weights, energy[:, above_absolute]) - 10.0
+        gated = (block_lufs > relative_gate) & (block_lufs > _ABSOLUTE_GATE_LUFS)
+        if not gated.any():
+            return None
+        loudness = _lufs(weights, energy[:, gated])
+        return loudness if math.isfinite(loudness) else None
+
+
+def _lufs(weights: np.ndarray, energy: np.ndarray) -> float:
+    with np.errstate(divide="ignore"):
+        return float(-0.691 + 10.0 * np.log10((weights[:, 0] * energy.mean(axis=-1)).sum()))

@@ -1,7 +1,8 @@
 """The `lincae` command: a Typer app whose commands live in sibling modules.
 
-User errors (LincaeError) are printed as one line with exit code 1; `--verbose` shows tracebacks.
-Command modules import torch and the engine only when they run, so `--help` stays fast.
+User errors (LincaeError) are printed as one line with exit code 1, in one place
+(`_LincaeGroup.invoke`); `--verbose` shows tracebacks instead. Command modules import torch and
+the engine only when they run, so `--help` stays fast.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import sys
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
 
 import lincae_cli
 from lincae_cli.cli.decode import DECODE_HELP, decode
@@ -19,6 +19,8 @@ from lincae_cli.cli.eval import EVAL_HELP, eval_command
 from lincae_cli.cli.info import INFO_HELP, info
 from lincae_cli.cli.models import MODELS_HELP, models_app
 from lincae_cli.cli.ops import GAIN_HELP, MIX_HELP, SUBTRACT_HELP, gain, mix, subtract
+from lincae_cli.cli.options import Command, Group
+from lincae_cli.cli.render import error_line
 from lincae_cli.cli.train import TRAIN_HELP, train
 from lincae_cli.errors import LincaeError
 
@@ -37,19 +39,19 @@ Examples:
   lincae encode x.wav -o - | lincae gain - -6dB -o - | lincae decode - -o y.wav
 """
 
-_state = {"verbose": False}
+_VERBOSE = "lincae.verbose"  # key in the context's meta, shared by every subcommand context
 
 
-class _LincaeGroup(TyperGroup):
+class _LincaeGroup(Group):
     """Prints a `LincaeError` as one line and exits 1, in every way the app is run."""
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except LincaeError as error:
-            if _state["verbose"]:
+            if ctx.meta.get(_VERBOSE):
                 raise
-            typer.echo(f"lincae: error: {error}", err=True)
+            error_line(str(error))
             ctx.exit(1)
         except KeyboardInterrupt:
             typer.echo("lincae: interrupted", err=True)
@@ -74,38 +76,39 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        False,
+        "--version",
+        callback=_version,
+        is_eager=True,
+        help="Print the version and exit.",
     ),
     verbose: bool = typer.Option(False, "--verbose", help="Show tracebacks on errors."),
 ) -> None:
-    _state["verbose"] = verbose
+    ctx.meta[_VERBOSE] = verbose
 
 
-app.command("encode", help=ENCODE_HELP)(encode)
-app.command("decode", help=DECODE_HELP)(decode)
-app.command("mix", help=MIX_HELP)(mix)
+app.command("encode", cls=Command, help=ENCODE_HELP)(encode)
+app.command("decode", cls=Command, help=DECODE_HELP)(decode)
+app.command("mix", cls=Command, help=MIX_HELP)(mix)
 # GAIN may be negative ("-6dB"): tokens that are not options are arguments.
-app.command("gain", help=GAIN_HELP, context_settings={"ignore_unknown_options": True})(gain)
-app.command("subtract", help=SUBTRACT_HELP)(subtract)
-app.command("info", help=INFO_HELP)(info)
+app.command("gain", cls=Command, help=GAIN_HELP, context_settings={"ignore_unknown_options": True})(
+    gain
+)
+app.command("subtract", cls=Command, help=SUBTRACT_HELP)(subtract)
+app.command("info", cls=Command, help=INFO_HELP)(info)
 app.add_typer(models_app, name="models", help=MODELS_HELP)
-app.command("eval", help=EVAL_HELP)(eval_command)
-app.command("train", help=TRAIN_HELP)(train)
+app.command("eval", cls=Command, help=EVAL_HELP)(eval_command)
+app.command("train", cls=Command, help=TRAIN_HELP)(train)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app and return its exit code (errors are printed by the group)."""
     args = argv if argv is not None else sys.argv[1:]
-    _state["verbose"] = "--verbose" in args
     try:
         # Without standalone mode the app returns the code of `typer.Exit` instead of exiting.
         code = app(args=args, standalone_mode=False)
-    except LincaeError as exc:  # raised before a command ran, or with --verbose
-        if _state["verbose"]:
-            raise
-        typer.echo(f"lincae: error: {exc}", err=True)
-        return 1
     except typer.Abort:
         return 130
     except typer.TyperException as exc:  # usage errors: bad options, missing arguments

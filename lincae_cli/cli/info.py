@@ -10,16 +10,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from lincae_cli.cli.common import (
-    LAT_SUFFIX,
-    STDIO,
-    InputFile,
-    JsonOption,
-    Reporter,
-    expand_inputs,
-    print_json,
-)
+from lincae_cli.batch.inputs import InputFile, expand_inputs
+from lincae_cli.cli.options import JsonOption
+from lincae_cli.cli.render import Reporter, print_json
 from lincae_cli.errors import LincaeError
+from lincae_cli.paths import LAT_SUFFIX, STDIN_NAME
 
 if TYPE_CHECKING:
     from lincae_cli.latents.latfile import LatentFile
@@ -43,26 +38,27 @@ def info(
     inputs: Annotated[
         list[str],
         typer.Argument(
-            help=".lat files, folders, glob patterns, or - for stdin.", show_default=False
+            metavar="INPUTS...",
+            help=".lat files, folders, glob patterns, or - for stdin.",
+            show_default=False,
         ),
     ],
     json_output: JsonOption = False,
 ) -> None:
-    reporter = Reporter("info", quiet=True, json_output=False, stdout_busy=False)
+    result = Reporter("info", quiet=True, json_output=False, stdout_busy=False).result
     files, failures = expand_inputs(inputs, {LAT_SUFFIX}, ".lat")
-    for name, message in failures:
-        reporter.failed(name, message)
+    result.fail_all(failures)
     documents = []
     for item in files:
         try:
             documents.append(describe(item))
         except LincaeError as error:
-            reporter.failed(item.name, str(error))
+            result.failed(item.name, str(error))
     if json_output:
         print_json(documents)
     else:
         _print_tables(documents)
-    raise typer.Exit(1 if reporter.count("failed") else 0)
+    raise typer.Exit(1 if result.count("failed") else 0)
 
 
 def describe(item: InputFile) -> dict[str, Any]:
@@ -86,7 +82,7 @@ def _read_bytes(item: InputFile) -> bytes:
     if item.is_stdin:
         data = sys.stdin.buffer.read()
         if not data:
-            raise LincaeError("<stdin>: not a .lat file (empty)")
+            raise LincaeError(f"{STDIN_NAME}: not a .lat file (empty)")
         return data
     from lincae_cli.latents.latfile import read_lat_bytes
 
@@ -167,6 +163,3 @@ def _rows(d: dict[str, Any]) -> list[tuple[str, str]]:
         ("operations", d["operations"]),
         ("written by", f"lincae {d['lincae_version']} (format {d['format_version']})"),
     ]
-
-
-__all__ = ["STDIO", "info"]

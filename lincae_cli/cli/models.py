@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from lincae_cli.cli.common import JsonOption, print_json
+from lincae_cli.cli.options import Command, Group, JsonOption
+from lincae_cli.cli.render import print_json
 
 MODELS_HELP = """List the known models, download one, or show where models are kept.
 
@@ -20,6 +21,7 @@ Examples:
 """
 
 models_app = typer.Typer(
+    cls=Group,
     help=MODELS_HELP,
     invoke_without_command=True,
     no_args_is_help=False,
@@ -35,6 +37,7 @@ def _models(ctx: typer.Context, json_output: JsonOption = False) -> None:
 
 @models_app.command(
     "list",
+    cls=Command,
     help="Table of known models: name, kind, source, whether it is on this machine.\n\n"
     "Examples:\n\n  lincae models list\n\n  lincae models list --json",
 )
@@ -76,12 +79,15 @@ def list_models_command(json_output: JsonOption = False) -> None:
 
 @models_app.command(
     "pull",
+    cls=Command,
     help="Download a model (and convert published checkpoints) into the cache; prints its "
     "path.\n\nExamples:\n\n  lincae models pull lin-cae\n\n"
     "  lincae models pull hf://owner/repo/model.safetensors@v1",
 )
 def pull(
-    name: Annotated[str, typer.Argument(help="A name from `lincae models list`, or hf://...")],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="A name from `lincae models list`, or hf://...")
+    ],
     json_output: JsonOption = False,
 ) -> None:
     from lincae_cli.hub.download import resolve_model_file
@@ -95,6 +101,7 @@ def pull(
 
 @models_app.command(
     "path",
+    cls=Command,
     help="Where models are kept: lincae's cache (converted models), the Hugging Face cache "
     "(downloads) and the embedded weights.\n\nExamples:\n\n  lincae models path",
 )

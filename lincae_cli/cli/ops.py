@@ -9,30 +9,22 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lincae_cli.cli.common import (
-    LAT_SUFFIX,
-    STDIO,
+from lincae_cli.cli.options import (
     AudioOutputArgs,
     DtypeOption,
     EngineArgs,
     ForceOption,
-    InputFile,
     JsonOption,
     QuietOption,
-    Reporter,
-    Task,
-    audio_suffixes,
-    check_dtype,
-    check_single_output,
     output_option,
     with_option_groups,
 )
 from lincae_cli.errors import LincaeError
+from lincae_cli.paths import STDIN_NAME, STDIO, is_stdio
 
 if TYPE_CHECKING:
     from lincae_cli.latents.latfile import LatentFile
@@ -56,6 +48,39 @@ class ResultArgs:
     engine: EngineArgs = EngineArgs()
     quiet: QuietOption = False
     json_output: JsonOption = False
+
+    def check(self, output: str) -> None:
+        """Before reading any input: ``output`` can be written with these options."""
+        from lincae_cli.batch.files import check_result_output
+
+        check_result_output(output, self.dtype, self.force)
+
+    def write(
+        self, command: str, result: LatentFile, output: str, names: list[str], **fields: object
+    ) -> None:
+        """Write (or decode) ``result``, print the summary and exit with its code."""
+        from lincae_cli.batch.files import save_result
+        from lincae_cli.cli.render import Reporter
+
+        reporter = Reporter(command, self.quiet, self.json_output, is_stdio(output))
+        meta = result.meta
+        save_result(
+            result,
+            output,
+            reporter.result,
+            dtype=self.dtype,
+            inference=self.engine.inference(reporter, "decoding"),
+            audio=self.audio.options(),
+            fields={
+                "inputs": names,
+                "frames": result.frames,
+                "channels": result.channels,
+                "loudness_lufs": meta.source_loudness_lufs,
+                "loudness_is_estimate": meta.loudness_is_estimate,
+                **fields,
+            },
+        )
+        raise typer.Exit(reporter.finish())
 
 
 MIX_HELP = """Mix latent files: the sum of their latents, with optional per-input gains.
@@ -100,13 +125,17 @@ Examples:
 @with_option_groups
 def mix(
     inputs: Annotated[
-        list[str], typer.Argument(help="Two or more .lat files (- for stdin).", show_default=False)
+        list[str],
+        typer.Argument(
+            metavar="INPUTS...", help="Two or more .lat files (- for stdin).", show_default=False
+        ),
     ],
     output: OutputArgument,
     gains: Annotated[
         str | None,
         typer.Option(
             "--gains",
+            metavar="GAINS",
             help="Comma-separated gain per input, e.g. 1,0.5 or 0dB,-6dB.",
             show_default=False,
         ),
@@ -124,9 +153,9 @@ def mix(
         if len(parts) != len(inputs):
             raise LincaeError(f"--gains has {len(parts)} values for {len(inputs)} inputs")
         gains_linear = [ops.parse_gain(part) for part in parts]
-    destination = Destination("mix", output, result_args)
+    result_args.check(output)
     files, names = read_inputs(inputs)
-    destination.write(ops.mix(files, gains_linear, pad=pad, names=names), names)
+    result_args.write("mix", ops.mix(files, gains_linear, pad=pad, names=names), output, names)
 
 
 @with_option_groups
@@ -143,6 +172,7 @@ def gain(
         float | None,
         typer.Option(
             "--lufs",
+            metavar="LUFS",
             help="Target integrated loudness in LUFS, instead of GAIN.",
             show_default=False,
         ),
@@ -154,7 +184,7 @@ def gain(
     if (gain_text is None) == (lufs is None):
         raise LincaeError("give either a GAIN (like -6dB or 0.5) or --lufs TARGET, not both")
     factor = None if gain_text is None else ops.parse_gain(gain_text)
-    destination = Destination("gain", output, result_args)
+    result_args.check(output)
     (source,), names = read_inputs([input_file])
     if lufs is not None:
         loudness = source.meta.source_loudness_lufs
@@ -172,7 +202,7 @@ def gain(
         meta = dataclasses.replace(result.meta, provenance=[*result.meta.provenance[:-1], last])
         result = dataclasses.replace(result, meta=meta)
     gain_db = None if factor == 0 else 20 * math.log10(abs(factor))
-    destination.write(result, names, gain_linear=factor, gain_db=gain_db)
+    result_args.write("gain", result, output, names, gain_linear=factor, gain_db=gain_db)
 
 
 @with_option_groups
@@ -193,76 +223,23 @@ def subtract(
 
     if len(inputs) < 2:
         raise LincaeError("subtract needs a mix and at least one file to take out of it")
-    destination = Destination("subtract", output, result_args)
+    result_args.check(output)
     files, names = read_inputs(inputs)
-    destination.write(ops.subtract(files[0], files[1:], pad=pad, names=names), names)
+    result = ops.subtract(files[0], files[1:], pad=pad, names=names)
+    result_args.write("subtract", result, output, names)
 
 
 def read_inputs(args: list[str]) -> tuple[list[LatentFile], list[str]]:
     """The latent files named by ``args`` (``-`` is stdin, once), and their display names."""
+    from lincae_cli.audio.io import is_audio_path
     from lincae_cli.latents.latfile import read_lat
 
     if args.count(STDIO) > 1:
         raise LincaeError("- (stdin) can be given only once")
     for arg in args:
-        if arg != STDIO and Path(arg).suffix.lower() in audio_suffixes():
+        if not is_stdio(arg) and is_audio_path(arg):
             raise LincaeError(
                 f"{arg}: is audio, not a .lat file; encode it first with `lincae encode`"
             )
-    names = ["<stdin>" if arg == STDIO else arg for arg in args]
+    names = [STDIN_NAME if is_stdio(arg) else arg for arg in args]
     return [read_lat(arg) for arg in args], names
-
-
-@dataclass(frozen=True)
-class Destination:
-    """Where a command's one result goes: a .lat (path or stdout), or audio (decoded).
-
-    Built before any work so that a bad or existing output fails fast.
-    """
-
-    command: str
-    output: str
-    args: ResultArgs
-
-    def __post_init__(self) -> None:
-        check_dtype(self.args.dtype)
-        if not (self.writes_latents or self.writes_audio):
-            suffix = Path(self.output).suffix
-            raise LincaeError(
-                f"{self.output}: unknown output type {suffix!r}; use .lat, or an audio extension "
-                f"({', '.join(sorted(audio_suffixes()))})"
-            )
-        check_single_output(self.output, self.args.force)
-
-    @property
-    def writes_latents(self) -> bool:
-        return self.output == STDIO or Path(self.output).suffix.lower() == LAT_SUFFIX
-
-    @property
-    def writes_audio(self) -> bool:
-        return Path(self.output).suffix.lower() in audio_suffixes()
-
-    def write(self, result: LatentFile, names: list[str], **fields: object) -> None:
-        """Write (or decode) ``result``, print the summary and exit with its code."""
-        from lincae_cli.latents.latfile import write_lat
-
-        args = self.args
-        reporter = Reporter(self.command, args.quiet, args.json_output, self.output == STDIO)
-        task = Task(InputFile(Path(self.command)), self.output)
-        if self.writes_latents:
-            write_lat(self.output, result, dtype=args.dtype)
-            reporter.ok(task, duration_seconds=round(result.meta.duration_seconds, 6))
-        else:
-            from lincae_cli.cli.decode import decode_latent_files, decoding_model_for
-
-            spec = args.engine.model or decoding_model_for(result, self.output)
-            decode_latent_files([(task, result)], spec, args.engine, args.audio.options(), reporter)
-        reporter.records[-1].update(
-            inputs=names,
-            frames=result.frames,
-            channels=result.channels,
-            loudness_lufs=result.meta.source_loudness_lufs,
-            loudness_is_estimate=result.meta.loudness_is_estimate,
-            **fields,
-        )
-        raise typer.Exit(reporter.finish())

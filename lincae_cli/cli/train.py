@@ -45,27 +45,35 @@ checkpoint.
 
 def train(
     config: Path = typer.Argument(
-        ..., help="Training config (TOML), e.g. configs/lincae-small.toml."
+        ..., metavar="CONFIG", help="Training config (TOML), e.g. configs/lincae-small.toml."
     ),
     data: list[str] = typer.Option(
         None,
         "--data",
+        metavar="FOLDER",
         help="Folder of audio (recursive; repeat for several). "
         "Subfolders train/ and valid/ define the split when present. "
         "musdb:PATH reads a MUSDB18 or MUSDB18-HQ root through the musdb package.",
     ),
     run_dir: Path = typer.Option(
-        ..., "--run-dir", help="Where checkpoints, logs and the model go."
+        ..., "--run-dir", metavar="FOLDER", help="Where checkpoints, logs and the model go."
     ),
-    steps: int = typer.Option(None, "--steps", help="Stop (pause) at this step."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Override train.batch_size."),
-    seed: int = typer.Option(None, "--seed", help="Override train.seed."),
+    steps: int = typer.Option(None, "--steps", metavar="N", help="Stop (pause) at this step."),
+    batch_size: int = typer.Option(
+        None, "--batch-size", metavar="N", help="Override train.batch_size."
+    ),
+    seed: int = typer.Option(None, "--seed", metavar="N", help="Override train.seed."),
     overrides: list[str] = typer.Option(
-        None, "--set", help="Override a config value: section.key=value (repeatable)."
+        None,
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a config value: section.key=value (repeatable).",
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir."),
     export_only: bool = typer.Option(
-        False, "--export-only", help="Only export RUN_DIR/model.safetensors from the checkpoint."
+        False,
+        "--export-only",
+        help="Only export RUN_DIR/model.safetensors from the checkpoint.",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or log lines."),
 ) -> None:

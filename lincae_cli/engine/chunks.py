@@ -14,12 +14,15 @@ windows are cut hard at the core boundaries.
 
 Everything here is pure: numbers and numpy arrays in, numbers and numpy arrays out. The same
 maths serves latents (one position per frame, ``unit = 1``) and audio (``unit = H`` positions
-per frame).
+per frame). `cut_windows` cuts windows of samples out of a stream of blocks.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,19 +130,31 @@ def window_weights(window: Window, spec: ChunkSpec, unit: int = 1) -> WindowWeig
     where two windows overlap, one ramps down as the other ramps up, each ramp being
     ``(t + 0.5) / crossfade`` at position ``t`` of the crossfade.
     """
+    # Relative to its window, the weights depend only on these, so a long file reuses them.
+    return _relative_weights(
+        spec, window.index == 0, window.is_last, window.core_stop - window.core_start, unit
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _relative_weights(
+    spec: ChunkSpec, first: bool, last: bool, core_frames: int, unit: int
+) -> WindowWeights:
     half = spec.crossfade_frames * unit // 2
     fade = spec.crossfade_frames * unit
-    begin = window.core_start * unit - (half if window.index > 0 else 0)
-    end = window.core_stop * unit + (0 if window.is_last else half)
+    # A window whose core starts at frame 0 (its start is then -margin_frames).
+    begin = 0 if first else -half
+    end = core_frames * unit + (0 if last else half)
     weights = np.ones(end - begin, dtype=np.float32)
     rising = (np.arange(fade) + 0.5) / fade
-    if window.index > 0 and fade:
+    if not first and fade:
         # Starts at `begin`; a short last core can end before the ramp does.
         weights[:fade] = rising[: end - begin]
-    if not window.is_last and fade:
-        ramp_start = window.core_stop * unit - half - begin
+    if not last and fade:
+        ramp_start = core_frames * unit - half - begin
         weights[ramp_start:] = 1.0 - rising
-    origin = window.start * unit
+    weights.flags.writeable = False
+    origin = -spec.margin_frames * unit
     return WindowWeights(begin - origin, end - origin, weights)
 
 
@@ -197,3 +212,39 @@ class OverlapAdd:
         self._buffer = self._buffer[..., count:]
         self._offset += count
         return out
+
+
+def cut_windows(
+    blocks: Iterable[np.ndarray], spans: Sequence[tuple[int, int]], channels: int
+) -> Iterator[np.ndarray]:
+    """The samples of a stream under each span, as float32 ``[channels, end - begin]``.
+
+    ``blocks`` are consecutive ``[channels, n]`` pieces of one stream; ``spans`` are
+    ``(begin, end)`` stream positions, in increasing order of ``begin``, that may start before
+    0 or end after the stream: positions outside the stream are zeros. A window is yielded as
+    soon as the stream covers it, and only the samples from the next window's begin on are
+    held. The last window comes after the stream has been read to its end, so whatever
+    watches the stream (a loudness meter) has seen all of it once every window is out.
+    """
+    buffer = np.zeros((channels, 0), np.float32)
+    buffer_start = 0  # stream position of buffer[:, 0]
+    pending = deque(spans)
+
+    def cut(begin: int, end: int) -> np.ndarray:
+        nonlocal buffer, buffer_start
+        window = np.zeros((channels, end - begin), np.float32)
+        lo, hi = max(begin, buffer_start), min(end, buffer_start + buffer.shape[1])
+        if hi > lo:
+            window[:, lo - begin : hi - begin] = buffer[:, lo - buffer_start : hi - buffer_start]
+        keep_from = pending[0][0] if pending else buffer_start + buffer.shape[1]
+        if keep_from > buffer_start:
+            buffer = buffer[:, keep_from - buffer_start :]
+            buffer_start = keep_from
+        return window
+
+    for block in blocks:
+        buffer = np.concatenate([buffer, block], axis=1)
+        while len(pending) > 1 and pending[0][1] <= buffer_start + buffer.shape[1]:
+            yield cut(*pending.popleft())
+    while pending:
+        yield cut(*pending.popleft())

@@ -36,7 +36,6 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from lincae_cli import __version__
 from lincae_cli.errors import LincaeError
 from lincae_cli.hub.cache import atomic_output, converted_models_dir
 from lincae_cli.hub.registry import (
@@ -46,6 +45,7 @@ from lincae_cli.hub.registry import (
     ModelSource,
     parse_model_spec,
 )
+from lincae_cli.version import __version__
 
 ConvertFn = Callable[[ModelSource, dict[str, Path], Path], None]
 """``convert(source, files, out_path)``: write ``source``'s downloaded ``files`` (keyed by

@@ -96,3 +96,17 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def model_identity(model: ConsistencyAutoencoder) -> tuple[str, str]:
+    """(name, weights sha256) of a model: the file's sha256 for a model loaded by `load_model`;
+    a model built in memory is named ``unsaved-model`` and hashed over its weights."""
+    name = getattr(model, "name", None) or "unsaved-model"
+    digest = getattr(model, "weights_sha256", None)
+    if digest is None:
+        hasher = hashlib.sha256()
+        for key, value in sorted(model.state_dict().items()):
+            hasher.update(key.encode())
+            hasher.update(value.detach().float().cpu().numpy().tobytes())
+        digest = hasher.hexdigest()
+    return str(name), str(digest)

@@ -20,6 +20,7 @@ import os
 import re
 import struct
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,16 +30,16 @@ import numpy as np
 import safetensors.torch
 import torch
 
-from lincae_cli import __version__
 from lincae_cli.atomic import atomic_write_bytes
 from lincae_cli.errors import LincaeError
+from lincae_cli.paths import input_name, is_stdio, output_name
+from lincae_cli.version import __version__
 
 FORMAT_NAME = "lincae-latent"
 FORMAT_VERSION = "1.0"
 FORMAT_MAJOR = 1
 META_KEY = "lincae"
 TENSOR_NAME = "latents"
-STDIO_NAME = "-"
 
 # dtype names accepted by `write_lat`, and the safetensors dtype codes the reader accepts.
 LAT_DTYPES: dict[str, torch.dtype] = {"float16": torch.float16, "float32": torch.float32}
@@ -149,6 +150,12 @@ def validate_latent_file(lat: LatentFile, name: str) -> None:
         )
 
 
+def check_dtype(dtype: str) -> None:
+    """Reject a storage dtype (``--dtype``) that .lat files cannot hold."""
+    if dtype not in LAT_DTYPES:
+        raise LincaeError(f"--dtype must be float16 or float32, not {dtype!r}")
+
+
 def lat_to_bytes(lat: LatentFile, dtype: str = "float16", name: str = "<bytes>") -> bytes:
     """Serialise ``lat`` to `.lat` v1 bytes, storing the latents as ``dtype``.
 
@@ -206,10 +213,10 @@ def write_lat(target: PathOrStream, lat: LatentFile, dtype: str = "float16") -> 
     A path is written through a temporary file in the same directory, fsynced, then renamed
     over the target, so readers see either the old file or the complete new one.
     """
-    name = _display_name(target, "<stdout>")
+    name = _display_name(target, output_name)
     data = lat_to_bytes(lat, dtype=dtype, name=name)
     if isinstance(target, str | os.PathLike):
-        if os.fspath(target) == STDIO_NAME:
+        if is_stdio(target):
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
         else:
@@ -221,9 +228,9 @@ def write_lat(target: PathOrStream, lat: LatentFile, dtype: str = "float16") -> 
 
 def read_lat(source: PathOrStream) -> LatentFile:
     """Read and validate a `.lat` file from a path, ``"-"`` (stdin) or a binary stream."""
-    name = _display_name(source, "<stdin>")
+    name = _display_name(source, input_name)
     if isinstance(source, str | os.PathLike):
-        if os.fspath(source) == STDIO_NAME:
+        if is_stdio(source):
             data = sys.stdin.buffer.read()
         else:
             data = read_lat_bytes(Path(source))
@@ -234,10 +241,9 @@ def read_lat(source: PathOrStream) -> LatentFile:
     return lat_from_bytes(data, name=name)
 
 
-def _display_name(target: PathOrStream, stdio_name: str) -> str:
+def _display_name(target: PathOrStream, path_name: Callable[[str | os.PathLike[str]], str]) -> str:
     if isinstance(target, str | os.PathLike):
-        path = os.fspath(target)
-        return stdio_name if path == STDIO_NAME else path
+        return path_name(target)
     return str(getattr(target, "name", "<stream>"))
 
 

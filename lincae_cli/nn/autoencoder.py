@@ -7,6 +7,8 @@ its initial noise from a seeded generator, so the same latent and seed give the 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import struct
 from collections.abc import Iterator
 
 import torch
@@ -24,20 +26,6 @@ def karras_sigma(index: int, count: int, config: ModelConfig) -> float:
     return (lo + (index - 1) / (count - 1) * (hi - lo)) ** config.rho
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 matrix maths is native here (CUDA with bf16, or a CPU with AVX-512 BF16 /
-    AMX), so that autocast to bf16 is a speed-up rather than an emulation."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 # Precision names and the autocast dtype each runs (None: plain fp32).
 PRECISION_DTYPES: dict[str, torch.dtype | None] = {
     "fp32": None,
@@ -46,16 +34,32 @@ PRECISION_DTYPES: dict[str, torch.dtype | None] = {
 }
 
 
-def auto_precision(device: torch.device) -> str:
-    """What precision 'auto' means on `device`: bf16 where it is native, else fp32."""
-    return "bf16" if native_bf16(device) else "fp32"
+def decoding_noise(config: ModelConfig, seed: int, start_frame: int, frames: int) -> torch.Tensor:
+    """Unit-variance initial decoding noise ``[2, freq_bins, frames·frames_per_latent]`` of
+    latent frames ``[start_frame, start_frame + frames)`` (``start_frame`` may be negative).
+
+    Each latent frame's noise comes from its own generator, seeded by (seed, absolute frame
+    index): the noise under a frame does not depend on how the latents were chunked or batched,
+    nor on which file they are in. The one decoding-noise scheme of lincae (the engine, the
+    evaluation and the trainer's validation all draw from it).
+    """
+    per_frame = (2, config.freq_bins, config.frames_per_latent)
+    generator = torch.Generator()
+    pieces = []
+    for frame in range(start_frame, start_frame + frames):
+        generator.manual_seed(_frame_seed(seed, frame))
+        pieces.append(torch.randn(per_frame, generator=generator))
+    return torch.cat(pieces, dim=-1)
 
 
-def as_generator(seed: int | torch.Generator | None, device: torch.device) -> torch.Generator:
-    if isinstance(seed, torch.Generator):
-        return seed
+def _frame_seed(seed: int, frame: int) -> int:
+    digest = hashlib.blake2b(struct.pack("<qq", seed, frame), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def as_generator(seed: int, device: torch.device) -> torch.Generator:
     generator = torch.Generator(device=device)
-    generator.manual_seed(0 if seed is None else int(seed))
+    generator.manual_seed(int(seed))
     return generator
 
 
@@ -76,16 +80,19 @@ class ConsistencyAutoencoder(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    @property
+    def precision_name(self) -> str:
+        """The name of the precision encode/decode run at (see `PRECISION_DTYPES`)."""
+        return next(name for name, dtype in PRECISION_DTYPES.items() if dtype == self.precision)
+
     def set_precision(self, precision: str) -> None:
-        """'fp32', 'bf16' or 'fp16' (or 'auto': bf16 where the hardware runs it natively, else
-        fp32): autocast dtype used by encode/decode. The STFT frontend always runs in fp32."""
-        if precision == "auto":
-            precision = auto_precision(self.device)
+        """'fp32', 'bf16' or 'fp16': autocast dtype used by encode/decode (engine/device.py
+        says what 'auto' means where). The STFT frontend always runs in fp32."""
         if precision not in PRECISION_DTYPES:
-            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
+            raise ValueError(f"precision must be fp32, bf16 or fp16, not {precision!r}")
         self.precision = PRECISION_DTYPES[precision]
 
-    def optimize_for_inference(self, precision: str = "auto") -> ConsistencyAutoencoder:
+    def optimize_for_inference(self, precision: str = "fp32") -> ConsistencyAutoencoder:
         """Eval mode, NHWC memory layout (faster oneDNN/cuDNN convolutions) and `precision`."""
         self.eval()
         self.to(memory_format=torch.channels_last)
@@ -134,30 +141,23 @@ class ConsistencyAutoencoder(nn.Module):
         self,
         latents: torch.Tensor,
         steps: int = 1,
-        seed: int | torch.Generator | None = None,
+        seed: int = 0,
         initial_noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Scaled latents `[batch, C, L]` -> representation `[batch, 2, F, L·2^d]`.
 
-        `steps` consistency steps from sigma_max; noise comes from `seed` (an int or a
-        torch.Generator) unless `initial_noise` (already multiplied by sigma_max) is given.
+        `steps` consistency steps from sigma_max. The initial noise is `initial_noise` (already
+        multiplied by sigma_max) or else `decoding_noise` of frames `[0, L)` under `seed`, the
+        same for every example; the noise of later steps comes from a generator seeded by `seed`.
         """
         if steps < 1:
             raise ValueError("steps must be at least 1")
         config = self.config
         raw = latents.float() / config.scale_factor
-        generator = (
-            as_generator(seed, latents.device) if initial_noise is None or steps > 1 else None
-        )
-        shape = (
-            latents.shape[0],
-            2,
-            config.freq_bins,
-            latents.shape[-1] * config.frames_per_latent,
-        )
         if initial_noise is None:
-            noise = torch.randn(shape, generator=generator, device=latents.device)
-            initial_noise = noise * config.sigma_max
+            noise = decoding_noise(config, seed, 0, latents.shape[-1]).to(latents.device)
+            initial_noise = (noise * config.sigma_max).expand(latents.shape[0], *noise.shape)
+        generator = as_generator(seed, latents.device) if steps > 1 else None
         with self._autocast():
             pyramid = self.pyramid(raw)
         x = initial_noise.float()
@@ -175,7 +175,7 @@ class ConsistencyAutoencoder(nn.Module):
         self,
         latents: torch.Tensor,
         steps: int = 1,
-        seed: int | torch.Generator | None = None,
+        seed: int = 0,
         initial_noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Scaled latents `[batch, C, L]` -> audio `[batch, (L·2^d - 1)·hop + n_fft]`."""

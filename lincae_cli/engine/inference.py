@@ -1,0 +1,242 @@
+"""`Engine`: one model ready for inference over many files, and the library's one-shot calls.
+
+An engine builds jobs (`EncodeJob`: audio in, `LatentFile` out; `DecodeJob`: `LatentFile` in,
+audio out) and runs them through the batching loop (engine/runner.py), one forward pass per
+batch of ``batch_size`` windows.
+
+Every window is computed the same way whatever batch it lands in (same shape, per-example
+normalisation; decoding noise derived from the seed and the absolute latent frame), so a file
+gives the same result alone or among others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from lincae_cli.audio.io import resampled_length
+from lincae_cli.audio.sink import AudioSink, OutputOptions, SinkReport
+from lincae_cli.audio.sources import ArraySource, AudioSource
+from lincae_cli.engine.chunks import ChunkSpec, chunk_frames_for_seconds
+from lincae_cli.engine.device import (
+    check_device_name,
+    check_precision,
+    choose_device,
+    configure_threads,
+    default_batch_size,
+    resolve_precision,
+)
+from lincae_cli.engine.jobs import DecodeJob, EncodeJob, Framing, Job, WindowItem
+from lincae_cli.engine.runner import JobOutcome, ProgressListener, run_jobs
+from lincae_cli.engine.shard import ShardInfo, shard_info
+from lincae_cli.errors import LincaeError
+from lincae_cli.latents.latfile import LatentFile
+from lincae_cli.nn.autoencoder import ConsistencyAutoencoder
+
+DEFAULT_CHUNK_SECONDS = 10.0
+# Context on each side of a chunk: about the encoder's and decoder's receptive field in time
+# (their 1-D bottleneck blocks alone see +-2 frames each), so that a chunk's core frames are
+# computed almost as if the file had not been cut.
+DEFAULT_MARGIN_FRAMES = 8
+DEFAULT_CROSSFADE_FRAMES = 8
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Settings of an `Engine` (the CLI's inference options)."""
+
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int | None = None  # None: `default_batch_size` for the device
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS
+    margin_frames: int = DEFAULT_MARGIN_FRAMES
+    crossfade_frames: int = DEFAULT_CROSSFADE_FRAMES
+    seed: int = 0
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size is not None and self.batch_size < 1:
+            raise LincaeError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not (self.chunk_seconds > 0 and np.isfinite(self.chunk_seconds)):
+            raise LincaeError(f"--chunk-seconds must be positive, got {self.chunk_seconds}")
+        check_precision(self.precision)
+        check_device_name(self.device)
+
+
+def load_inference_model(
+    spec: str | None, device: str = "auto", precision: str = "auto", shard: ShardInfo | None = None
+) -> ConsistencyAutoencoder:
+    """Resolve a ``--model`` spec (None: the default model), load it onto ``device`` and
+    prepare it for inference at ``precision``."""
+    from lincae_cli.hub.download import resolve_model_file
+    from lincae_cli.hub.registry import DEFAULT_MODEL
+    from lincae_cli.hub.store import load_model
+
+    check_precision(precision)
+    path = resolve_model_file(spec or DEFAULT_MODEL)
+    model = load_model(path, device=choose_device(device, shard))
+    return model.optimize_for_inference(resolve_precision(precision, model.device))
+
+
+class Engine:
+    """One model ready for inference: builds jobs and runs their windows through the model."""
+
+    def __init__(self, model: ConsistencyAutoencoder, options: EngineOptions | None = None):
+        from lincae_cli.hub.store import model_identity
+
+        self.options = options or EngineOptions()
+        self.model = model
+        self.config = config = model.config
+        self.device = model.device
+        self.model_name, self.model_sha256 = model_identity(model)
+        if (config.n_fft - config.hop) % 2:
+            raise LincaeError("model n_fft - hop must be even for the engine's time alignment")
+        chunk_frames = chunk_frames_for_seconds(
+            self.options.chunk_seconds, config.sample_rate, config.latent_hop_samples
+        )
+        self.batch_size = self.options.batch_size or default_batch_size(self.device)
+        crossfade = min(self.options.crossfade_frames, chunk_frames - chunk_frames % 2)
+        self.framing = Framing(
+            config=config,
+            spec=ChunkSpec(chunk_frames, self.options.margin_frames, crossfade),
+            seed=self.options.seed,
+            model_name=self.model_name,
+            model_sha256=self.model_sha256,
+            precision=model.precision_name,
+            device_type=self.device.type,
+        )
+
+    @classmethod
+    def load(
+        cls, spec: str | None, options: EngineOptions | None = None, shard: ShardInfo | None = None
+    ) -> Engine:
+        """Load the model named by ``spec`` (None: the default) with ``options``."""
+        options = options or EngineOptions()
+        shard = shard or shard_info()
+        model = load_inference_model(spec, options.device, options.precision, shard)
+        if model.device.type == "cpu":
+            configure_threads(options.threads, shard)
+        return cls(model, options)
+
+    @property
+    def spec(self) -> ChunkSpec:
+        return self.framing.spec
+
+    # -- building jobs ----------------------------------------------------------------------
+
+    def encode_job(self, source: AudioSource, input_name: str | None = None) -> EncodeJob:
+        return EncodeJob(self.framing, source, input_name)
+
+    def decode_job(
+        self,
+        lat: LatentFile,
+        target: str | os.PathLike[str] | None,
+        options: OutputOptions | None = None,
+        name: str = "<latents>",
+    ) -> DecodeJob:
+        """A job decoding ``lat`` to ``target`` (path, ``"-"``, or None to keep in memory)."""
+        self.check_decodable(lat, name)
+        options = options or OutputOptions()
+        meta = lat.meta
+        rate = options.sample_rate or meta.source_sample_rate
+        length = (
+            meta.num_samples
+            if rate == meta.source_sample_rate
+            else resampled_length(meta.num_samples, meta.source_sample_rate, rate)
+        )
+        sink = AudioSink(target, lat.channels, meta.model_sample_rate, rate, length, options)
+        return DecodeJob(self.framing, lat, sink, name)
+
+    def check_decodable(self, lat: LatentFile, name: str) -> None:
+        """Raise if ``lat`` was not made by this engine's model."""
+        meta, config = lat.meta, self.config
+        if meta.model_sha256 != self.model_sha256:
+            raise LincaeError(
+                f"{name}: encoded with model '{meta.model_name}' (sha256 "
+                f"{meta.model_sha256[:12]}), not with '{self.model_name}' (sha256 "
+                f"{self.model_sha256[:12]}); pass the encoding model with --model"
+            )
+        if (
+            meta.latent_hop_samples != config.latent_hop_samples
+            or meta.model_sample_rate != config.sample_rate
+            or lat.latent_channels != config.latent_channels
+        ):
+            raise LincaeError(f"{name}: latent layout does not match model '{self.model_name}'")
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(
+        self, jobs: Iterable[Job], progress: ProgressListener | None = None
+    ) -> Iterator[JobOutcome[Any]]:
+        """Run ``jobs`` (all encode or all decode) and yield each one's outcome as it ends (see
+        `runner.run_jobs`)."""
+        jobs = list(jobs)
+        kinds = {job.kind for job in jobs}
+        if len(kinds) > 1:
+            raise ValueError(f"one kind of job per run, got {sorted(kinds)}")
+        if not jobs:
+            return iter(())
+        forward = self._encode_windows if kinds.pop() == "encode" else self._decode_windows
+        return run_jobs(jobs, forward, self.batch_size, progress)
+
+    def _batch(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        # Every pass has exactly `batch_size` examples: kernels chosen for another batch size
+        # can round differently, and results must not depend on what else is in the batch.
+        stacked = torch.stack(list(tensors))
+        padding = self.batch_size - len(tensors)
+        if padding > 0:
+            stacked = torch.cat([stacked, stacked.new_zeros((padding, *stacked.shape[1:]))])
+        return stacked.to(self.device)
+
+    def _encode_windows(self, items: Sequence[WindowItem]) -> np.ndarray:
+        """Latents ``[n, latent_channels, window_frames]`` of the items' audio windows."""
+        with torch.inference_mode():
+            latents = self.model.encode(self._batch([item.data for item in items]))
+            return latents[: len(items)].float().cpu().numpy()
+
+    def _decode_windows(self, items: Sequence[WindowItem]) -> np.ndarray:
+        """Model-rate audio ``[n, window_frames·H]`` aligned with the items' windows."""
+        noise = self._batch([item.noise for item in items])  # type: ignore[misc]
+        with torch.inference_mode():
+            audio = self.model.decode(
+                self._batch([item.data for item in items]),
+                steps=1,
+                initial_noise=noise * self.config.sigma_max,
+            )
+        begin = self.framing.alignment_offset
+        width = self.framing.spec.window_frames * self.config.latent_hop_samples
+        return audio[: len(items), begin : begin + width].float().cpu().numpy()
+
+
+# -- one-shot helpers for the library API ---------------------------------------------------
+
+
+def encode_array(engine: Engine, audio: np.ndarray, sample_rate: int, name: str) -> LatentFile:
+    """Encode in-memory audio ``[channels, samples]`` (or ``[samples]``)."""
+    (outcome,) = engine.run([engine.encode_job(ArraySource(name, audio, sample_rate))])
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.result
+
+
+def decode_to_array(
+    engine: Engine, lat: LatentFile, options: OutputOptions | None = None
+) -> tuple[np.ndarray, int]:
+    """Decode ``lat`` in memory: (float32 ``[channels, samples]``, sample rate)."""
+    (outcome,) = engine.run([engine.decode_job(lat, None, options, "<latents>")])
+    if outcome.error is not None:
+        raise outcome.error
+    report: SinkReport = outcome.result
+    assert report.audio is not None
+    return report.audio, report.sample_rate
+
+
+def with_options(engine: Engine, **changes: Any) -> Engine:
+    """The same model with other options (no reload)."""
+    return Engine(engine.model, dataclasses.replace(engine.options, **changes))

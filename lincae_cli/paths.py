@@ -1,0 +1,32 @@
+"""Path conventions every layer shares: ``-`` for stdin/stdout, ``.lat`` for latents, and how
+such places are named in messages (``<stdin>``, ``<stdout>``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+STDIO = "-"
+LAT_SUFFIX = ".lat"
+STDIN_NAME = "<stdin>"
+STDOUT_NAME = "<stdout>"
+
+
+def is_stdio(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is ``-`` (stdin for an input, stdout for an output)."""
+    return os.fspath(path) == STDIO
+
+
+def is_lat_path(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a latent file (suffix ``.lat``)."""
+    return Path(path).suffix.lower() == LAT_SUFFIX
+
+
+def input_name(path: str | os.PathLike[str]) -> str:
+    """How an input is named in messages: ``<stdin>`` for ``-``, else the path as given."""
+    return STDIN_NAME if is_stdio(path) else os.fspath(path)
+
+
+def output_name(path: str | os.PathLike[str]) -> str:
+    """How an output is named in messages: ``<stdout>`` for ``-``, else the path as given."""
+    return STDOUT_NAME if is_stdio(path) else os.fspath(path)
