@@ -4,8 +4,8 @@
 
 Builds linear-cae's Autoencoder with random weights, converts it with our converter, then
 alternates ours/theirs for encode and decode of the same audio, reporting median x-realtime and
-the speed ratio ours/theirs for our default path (optimize_for_inference("auto"): bf16 autocast
-where the CPU has native bf16, channels-last) and for our fp32 path. Decoded audio of our default
+the speed ratio ours/theirs for our default path (precision auto: bf16 autocast where the CPU
+has native bf16, channels-last) and for our fp32 path. Decoded audio of our default
 path is compared with the fp32 reference output for the same initial noise (SNR in dB).
 Needs `pip install --no-deps linear-cae` (the test extra's set-up does this).
 """
@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lincae_cli.engine.device import configure_threads, resolve_precision  # noqa: E402
 from lincae_cli.eval.metrics import snr_db  # noqa: E402
 from lincae_cli.hub.convert import convert_linear_cae  # noqa: E402
 from lincae_cli.hub.store import load_model  # noqa: E402
@@ -41,8 +42,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    configure_threads(args.threads or None)
 
     folder = Path(tempfile.mkdtemp(prefix="lincae-bench-"))
     ref, files = reference.build_linear_cae(
@@ -50,7 +50,8 @@ def main() -> None:
     )
     converted = convert_linear_cae(files, folder / "ours.safetensors", "bench", 33.0)
     ours_fp32 = load_model(converted)
-    ours_fast = load_model(converted).optimize_for_inference("auto")
+    default_precision = resolve_precision("auto", torch.device("cpu"))
+    ours_fast = load_model(converted).optimize_for_inference(default_precision)
     hop = 512
     frames = int(args.seconds * 44100 / hop) // 8 * 8
     samples = (frames + 3) * hop
@@ -82,7 +83,7 @@ def main() -> None:
             y_fast = record("decode ours default", lambda: ours_fast.decode(z, initial_noise=noise))
 
     print(f"audio: {seconds:.1f} s, threads: {torch.get_num_threads()}, rounds: {args.rounds}")
-    print(f"precision of our default path: {ours_fast.precision or 'fp32'}, channels-last")
+    print(f"precision of our default path: {default_precision}, channels-last")
     medians = {name: statistics.median(values) for name, values in times.items()}
     for name, value in medians.items():
         print(f"{name:22s} {value:8.2f} s   {seconds / value:6.2f}x realtime")

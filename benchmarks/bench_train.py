@@ -39,6 +39,7 @@ from lincae_training.trainer import (  # noqa: E402
     draw_step_inputs,
 )
 
+from lincae_cli.engine.device import configure_threads, native_bf16  # noqa: E402
 from lincae_cli.nn.autoencoder import ConsistencyAutoencoder  # noqa: E402
 from lincae_cli.nn.config import ModelConfig  # noqa: E402
 
@@ -137,14 +138,6 @@ class TheirStep:
         return float(loss.detach())
 
 
-def native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def top_operators(step: Callable[[StepInputs], float], inputs: StepInputs, count: int) -> str:
     from torch.profiler import ProfilerActivity, profile
 
@@ -163,8 +156,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0 = all cores)")
     parser.add_argument("--no-profile", action="store_true")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    configure_threads(args.threads or None)
 
     cfg = TrainConfig.load(args.config)
     variants: dict[str, Callable[[StepInputs], float]] = {
@@ -201,7 +193,7 @@ def main() -> None:
     )
     print(
         f"parameters: ours {count:,}, theirs {their_count:,}; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} thread(s), native bf16: {native_bf16()}"
+        f"{torch.get_num_threads()} thread(s), native bf16: {native_bf16(torch.device('cpu'))}"
     )
     for step in variants.values():  # warm-up (allocator, oneDNN primitive caches)
         step(inputs_for(0))

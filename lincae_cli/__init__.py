@@ -9,6 +9,7 @@ The library API; everything heavy is imported on first use, so ``import lincae_c
     louder = lincae_cli.gain(lat, lincae_cli.parse_gain("+3dB"))
     audio, sample_rate = lincae_cli.decode_latents(model, louder)
     lincae_cli.write_lat("song.lat", lat)
+    result = lincae_cli.encode_files(["music/"], "latents/")  # folders mirrored; a BatchResult
 
 Long audio is processed in overlapping chunks exactly as by the `lincae` command, so results
 match the CLI's for the same settings.
@@ -37,6 +38,9 @@ _LAZY = {
     "subtract": "lincae_cli.latents.ops",
     "parse_gain": "lincae_cli.latents.ops",
     "LincaeError": "lincae_cli.errors",
+    "encode_files": "lincae_cli.batch.files",
+    "decode_files": "lincae_cli.batch.files",
+    "BatchResult": "lincae_cli.batch.result",
 }
 
 __all__ = ["__version__", "decode_latents", "encode_audio", "load_model", *_LAZY]

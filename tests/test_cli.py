@@ -554,3 +554,31 @@ def test_models_list_path_and_pull(
         _ok(cli("encode", str(tmp_path / "a.wav"), "--model", spec, *FAST))  # from the cache
         assert hub.count("GET") == 1
         _one_line_error(cli("models", "pull", "no-such-model"), "unknown model")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["encode"],
+        ["decode"],
+        ["mix"],
+        ["gain"],
+        ["subtract"],
+        ["info"],
+        ["eval"],
+        ["train"],
+        ["models"],
+        ["models", "list"],
+        ["models", "pull"],
+        ["models", "path"],
+    ],
+)
+def test_help_shows_metavars_not_python_types(cli: Run, command: list[str]) -> None:
+    result = cli(*command, "--help")
+    assert result.exit_code == 0, result.stderr
+    text = result.stdout
+    for python_type in ("<str>", "<bool>", "<int", "<float", "<path>", "<list["):
+        assert python_type not in text, (python_type, text)
+    usage = next(line for line in text.splitlines() if "Usage:" in line)
+    assert "{" not in usage, usage  # e.g. `INPUTS...`, not `{inputs}...`

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -11,6 +13,7 @@ from lincae_cli.engine.chunks import (
     ChunkSpec,
     OverlapAdd,
     chunk_frames_for_seconds,
+    cut_windows,
     finished_until,
     latent_frames_for_samples,
     plan_chunks,
@@ -124,3 +127,66 @@ def test_overlap_add_releases_finished_stretches() -> None:
     assert rest[0, 0].tolist() == [2, 1, 1, 1, 1, 1, 1]
     with pytest.raises(ValueError, match="released"):
         buffer.add(0, 5, np.ones((3, 2), np.float32))
+
+
+# -- cutting windows out of a stream of blocks ----------------------------------------------
+
+
+def _reference_window(stream: np.ndarray, begin: int, end: int) -> np.ndarray:
+    """The stream under [begin, end), zeros outside it: what `cut_windows` must give."""
+    window = np.zeros((stream.shape[0], end - begin), np.float32)
+    lo, hi = max(begin, 0), min(end, stream.shape[1])
+    if hi > lo:
+        window[:, lo - begin : hi - begin] = stream[:, lo:hi]
+    return window
+
+
+@given(
+    length=st.integers(1, 300),
+    block=st.integers(1, 64),
+    chunk=st.integers(1, 40),
+    margin=st.integers(0, 20),
+    stride=st.integers(1, 90),
+    channels=st.integers(1, 3),
+)
+def test_cut_windows_gives_the_stream_under_each_span(
+    length: int, block: int, chunk: int, margin: int, stride: int, channels: int
+) -> None:
+    # Spans overlap (as the engine's do) or leave gaps, depending on the stride.
+    stream = np.arange(channels * length, dtype=np.float32).reshape(channels, length) + 1
+    blocks = [stream[:, start : start + block] for start in range(0, length, block)]
+    starts = range(-margin, length, stride)
+    spans = [(start, start + chunk + 2 * margin) for start in starts]
+    windows = list(cut_windows(iter(blocks), spans, channels))
+    assert len(windows) == len(spans)
+    for (begin, end), window in zip(spans, windows, strict=True):
+        np.testing.assert_array_equal(window, _reference_window(stream, begin, end))
+
+
+def test_cut_windows_reads_lazily_and_ends_the_stream_before_the_last_window() -> None:
+    read: list[int] = []
+    ended = []
+
+    def blocks() -> Iterator[np.ndarray]:
+        for index in range(10):
+            read.append(index)
+            yield np.full((1, 10), index, np.float32)
+        ended.append(True)  # e.g. a loudness meter's result is ready now
+
+    windows = cut_windows(blocks(), [(0, 15), (10, 25), (90, 120)], 1)
+    first = next(windows)
+    assert read == [0, 1] and first[0, -1] == 1  # only what the first window needs
+    next(windows)
+    assert not ended
+    last = next(windows)
+    assert ended and last[0, :10].tolist() == [9.0] * 10 and not last[0, 10:].any()
+    assert next(windows, None) is None
+
+
+def test_cut_windows_holds_only_from_the_next_window_on() -> None:
+    blocks = (np.ones((2, 1000), np.float32) for _ in range(100))
+    spans = [(start, start + 1200) for start in range(0, 100_000, 1000)]
+    held = 0
+    for window in cut_windows(blocks, spans, 2):
+        held = max(held, window.nbytes)
+    assert held == 2 * 1200 * 4  # sanity: the windows themselves

@@ -23,15 +23,9 @@ from lincae_cli.eval.datasets import (
     select_segments,
     spread_order,
 )
-from lincae_cli.eval.linearity import (
-    MSS_FLOOR,
-    REFERENCE_KEYS,
-    add_white_noise,
-    evaluate,
-    lowpass,
-    matched_ratio,
-)
+from lincae_cli.eval.linearity import MSS_FLOOR, evaluate, matched_ratio
 from lincae_cli.eval.metrics import snr_db
+from lincae_cli.eval.references import REFERENCE_KEYS, add_white_noise, lowpass
 from lincae_cli.hub.store import save_model
 from lincae_cli.nn.autoencoder import ConsistencyAutoencoder
 from lincae_cli.nn.config import preset

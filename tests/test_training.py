@@ -3,6 +3,7 @@ torchrun, export, MUSDB18 data, TensorBoard, the fp16 loss scale, and the errors
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -32,11 +33,17 @@ from lincae_training.trainer import (
     draw_step_inputs,
     learning_rate,
 )
+from rich.console import Console
 
 from lincae_cli.cli.app import main
+from lincae_cli.engine import device as device_module
+from lincae_cli.engine.progress import StepsProgress
+from lincae_cli.eval.codec import model_codec
+from lincae_cli.eval.datasets import clip_layout
+from lincae_cli.eval.linearity import evaluate
 from lincae_cli.hub.store import load_model, read_model_metadata
-from lincae_cli.nn import autoencoder as autoencoder_module
 from lincae_cli.nn.autoencoder import ConsistencyAutoencoder
+from lincae_cli.nn.config import preset
 
 RATE = 44100
 BIN = Path(sys.executable).parent
@@ -705,6 +712,36 @@ def test_tensorboard_scalars_from_a_resumed_run(workspace, paused_run, tmp_path)
     assert (run_dir / "model.safetensors").exists()
 
 
+def test_validation_metrics_are_those_of_lincae_eval():
+    """The validation record is computed by lincae eval's functions, on its segment layout."""
+    torch.manual_seed(0)
+    model = ConsistencyAutoencoder(preset("tiny")).eval()
+    layout = clip_layout(0.1, model.config)
+    time = torch.arange(layout.samples) / RATE
+    clips = torch.stack([0.3 * torch.sin(2 * math.pi * f * time) for f in (220.0, 550.0)])
+    record, decoded = trainer_module.validation_metrics(model, clips, layout.margin)
+    assert decoded.shape == clips.shape
+    encode, decode = model_codec(model, seed=0)
+    metrics, _ = evaluate(encode, decode, clips, sample_rate=RATE, margin=layout.margin)
+    # Two clips make one pair, whichever way round eval draws it.
+    expected = {
+        "recon_mss": metrics["recon_mss"],
+        "recon_snr_db": metrics["recon_snr_db"],
+        "homogeneity_ratio_0.5": metrics["homogeneity_ratio_a0.5"],
+        "additivity_ratio": metrics["additivity_ratio_pairs"],
+    }
+    assert record == pytest.approx(expected, rel=1e-6)
+
+
+def test_progress_bar_shows_steps_and_info():
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=120)
+    with StepsProgress("train", total=6, completed=2, console=console) as bar:
+        bar.update(3, "loss 0.1234 2.00 steps/s")
+    shown = buffer.getvalue()
+    assert "train" in shown and "3/6" in shown and "loss 0.1234 2.00 steps/s" in shown
+
+
 def test_tensorboard_missing_fails_at_start(workspace, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     run_dir = tmp_path / "run"
@@ -732,9 +769,9 @@ def test_fp16_needs_cuda(workspace, tmp_path, capsys):
     ],
 )
 def test_precision_auto_follows_native_bf16(monkeypatch, asked, native, used, said):
-    monkeypatch.setattr(autoencoder_module, "native_bf16", lambda device: native)
+    monkeypatch.setattr(device_module, "native_bf16", lambda device: native)
     lines: list[str] = []
-    assert trainer_module.resolve_precision(asked, torch.device("cpu"), lines.append) == used
+    assert trainer_module.training_precision(asked, torch.device("cpu"), lines.append) == used
     assert [line[: len(said)] for line in lines] == ([said] if said else [])
 
 
@@ -757,7 +794,7 @@ def test_validation_clips_do_not_follow_the_training_seed(workspace, tmp_path, m
 
 
 def test_quiet_still_warns_of_emulated_bf16(workspace, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(autoencoder_module, "native_bf16", lambda device: False)
+    monkeypatch.setattr(device_module, "native_bf16", lambda device: False)
     args = ["--steps", "1", "--quiet", "--set", "train.precision=bf16"]
     assert train(workspace, tmp_path / "run", *args) == 0
     err = capsys.readouterr().err

@@ -156,6 +156,10 @@ class TrainConfig:
             section, key = dotted.split(".")
             if getattr(getattr(self, section), key) < 1:
                 raise LincaeError(f"config key '{dotted}' must be at least 1")
+        if not self.data.valid_seconds > 0:
+            raise LincaeError(
+                f"config key 'data.valid_seconds' must be positive, not {self.data.valid_seconds}"
+            )
         if self.data.crop_frames % model.frames_per_latent:
             raise LincaeError(
                 f"config key 'data.crop_frames' must be a multiple of {model.frames_per_latent} "

@@ -12,15 +12,14 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import shlex
 import signal
 import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +34,20 @@ from lincae_training.metrics_log import MetricsLog, tensorboard_writer_class
 from torch import nn
 
 import lincae_cli
-from lincae_cli.errors import LincaeError
-from lincae_cli.eval.metrics import mss, snr_db
-from lincae_cli.hub.store import load_model
-from lincae_cli.nn.autoencoder import (
-    PRECISION_DTYPES,
-    ConsistencyAutoencoder,
-    auto_precision,
+from lincae_cli.engine.device import (
+    PRECISIONS,
+    choose_device,
+    configure_threads,
+    join_process_group,
+    resolve_precision,
 )
+from lincae_cli.engine.shard import shard_info
+from lincae_cli.errors import LincaeError
+from lincae_cli.eval import linearity
+from lincae_cli.eval.codec import model_codec
+from lincae_cli.eval.datasets import clip_layout
+from lincae_cli.hub.store import load_model
+from lincae_cli.nn.autoencoder import PRECISION_DTYPES, ConsistencyAutoencoder
 
 # Settings of the machine and of logging, not of the optimisation: a run may resume with
 # other values (e.g. more threads once a core frees up).
@@ -58,6 +63,9 @@ RESUMABLE_CHANGES = {
 # Devices fp16 training runs on. CPU autocast supports fp16 too, but it is slower than bf16
 # there and not what users should pick; the tests add "cpu" to run the loss-scale path.
 _FP16_DEVICE_TYPES = ("cuda",)
+
+# The gain of the validation record's homogeneity ratio (`lincae eval` reports 0.25, 0.5 and 2).
+VALIDATION_GAIN = 0.5
 
 
 def crop_samples(model: ConsistencyAutoencoder, crop_frames: int) -> int:
@@ -180,34 +188,6 @@ class ConsistencyLoss(nn.Module):
         return loss / (sigma - sigma_next)
 
 
-@dataclass
-class DistEnv:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> DistEnv:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return DistEnv(device=device)
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        device, backend = torch.device("cuda", local_rank), "nccl"
-    else:
-        device, backend = torch.device("cpu"), "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
-    return DistEnv(rank, world, local_rank, device)
-
-
 class StopRequest:
     """Turns Ctrl-C / SIGTERM into a flag checked between steps, so a checkpoint is always
     written from a consistent state."""
@@ -237,28 +217,64 @@ def weights_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def resolve_precision(precision: str, device: torch.device, log=print, warn=None) -> str:
-    """`train.precision` -> the one used: fp32, bf16 or fp16.
+def training_precision(precision: str, device: torch.device, log=print, warn=None) -> str:
+    """`train.precision` -> the one used: fp32, bf16 or fp16 (engine/device.py decides what
+    auto means; the trainer adds that fp16 needs CUDA, and says what it chose).
 
     auto is bf16 where the hardware runs it natively (a GPU with bf16, a CPU with AVX-512 BF16
     or AMX), else fp32, said through `log`. An explicit bf16 elsewhere still runs, emulated, with
     a warning through `warn` (default: `log`): on an AVX2 CPU a step of the small model took
     14 s in bf16 against 1.6 s in fp32.
     """
-    if precision != "auto" and precision not in PRECISION_DTYPES:
-        raise LincaeError(f"train.precision must be auto, fp32, bf16 or fp16, not '{precision}'")
+    if precision not in PRECISIONS:
+        choices = f"{', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}"
+        raise LincaeError(f"train.precision must be {choices}, not '{precision}'")
     if precision == "fp16" and device.type not in _FP16_DEVICE_TYPES:
         raise LincaeError("fp16 training needs a CUDA GPU; use auto, bf16 or fp32 on CPU")
+    used = resolve_precision(precision, device)
+    native = resolve_precision("auto", device) == "bf16"  # auto is bf16 exactly where native
     if precision == "auto":
-        precision = auto_precision(device)
-        native = "native" if precision == "bf16" else "no native"
-        log(f"precision: {precision} (auto: {native} bf16 here)")
-    elif precision == "bf16" and auto_precision(device) != "bf16":  # bf16 not native here
+        log(f"precision: {used} (auto: {'native' if native else 'no native'} bf16 here)")
+    elif used == "bf16" and not native:
         (warn or log)(
             "warning: bf16 is emulated on this hardware (no AVX-512 BF16 or AMX), which makes "
             'training several times slower; set train.precision = "auto" or "fp32"'
         )
-    return precision
+    return used
+
+
+def validation_metrics(
+    model: ConsistencyAutoencoder, clips: torch.Tensor, margin: int
+) -> tuple[dict[str, float], torch.Tensor]:
+    """The metrics of a validation record, and Dec(Enc(clips)) `[n, samples]` on the CPU, for
+    clips `[n ≥ 2, samples]`, compared less `margin` samples at each end.
+
+    The functions and decoding noise (seed 0) of `lincae eval` (docs/metrics.md): `recon_mss`,
+    `recon_snr_db`; `homogeneity_ratio_0.5` is eval's `homogeneity_ratio_a0.5`;
+    `additivity_ratio` is eval's `additivity_ratio_pairs` over neighbouring clips (0, 1), (2, 3),
+    ... (eval pairs at random).
+    """
+    encode, decode = model_codec(model, seed=0, batch_size=clips.shape[0])
+    latents = encode(clips)
+    decoded = decode(latents)
+    recon = linearity.reconstruction(encode, decode, clips, margin, decoded)
+    gain = VALIDATION_GAIN
+    homogeneity = linearity.homogeneity(encode, decode, clips, gain, margin, latents)
+    pairs = clips.shape[0] // 2
+    additivity = linearity.additivity(
+        encode,
+        decode,
+        clips[: 2 * pairs].unflatten(0, (pairs, 2)),
+        margin,
+        part_latents=latents[: 2 * pairs].unflatten(0, (pairs, 2)),
+    )
+    record = {
+        "recon_mss": recon["mss"],
+        "recon_snr_db": recon["snr_db"],
+        f"homogeneity_ratio_{gain:g}": homogeneity["ratio"],
+        "additivity_ratio": additivity["ratio"],
+    }
+    return record, decoded
 
 
 def stored_init_provenance(state: dict[str, Any]) -> dict[str, Any] | None:
@@ -300,35 +316,35 @@ class Trainer:
         self.resume = resume
         self.log = log
         self.show_progress = progress
-        self.env = init_distributed()
-        if cfg.train.batch_size % self.env.world:
+        self.shard = shard_info()
+        self.device = choose_device("auto", self.shard)
+        join_process_group(self.shard, self.device)
+        if cfg.train.batch_size % self.shard.world_size:
             raise LincaeError(
-                f"batch size {cfg.train.batch_size} is not divisible by {self.env.world} processes"
+                f"batch size {cfg.train.batch_size} is not divisible by "
+                f"{self.shard.world_size} processes"
             )
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
-        precision = self.precision = resolve_precision(
-            cfg.train.precision, self.env.device, log, warn
-        )
+        configure_threads(cfg.train.threads or None, self.shard)  # 0: all cores
+        precision = self.precision = training_precision(cfg.train.precision, self.device, log, warn)
         if cfg.train.tensorboard:
             tensorboard_writer_class()  # a missing package fails now, not at the first log
         self.autocast_dtype = PRECISION_DTYPES[precision]
         # fp16 gradients underflow without a loss scale; bf16 and fp32 need none (a disabled
         # scaler passes the loss and the optimiser step through unchanged).
-        self.scaler = torch.amp.GradScaler(self.env.device.type, enabled=precision == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
         self.skipped_steps = 0  # fp16 steps whose gradients overflowed (the scaler skips them)
         torch.manual_seed(cfg.train.seed)
-        self.model = ConsistencyAutoencoder(cfg.model.build()).to(self.env.device)
+        self.model = ConsistencyAutoencoder(cfg.model.build()).to(self.device)
         channels_last_convolutions(self.model)
         self.ema = weights_copy(self.model)
         self.ema_updates = 0
         self.step = 0
         self.optimizer = torch.optim.RAdam(self.model.parameters(), lr=cfg.train.lr)
         self.loss_module: nn.Module = ConsistencyLoss(self.model, cfg, self.autocast_dtype)
-        if self.env.world > 1:
+        if self.shard.is_distributed:
             self.loss_module = nn.parallel.DistributedDataParallel(
                 self.loss_module,
-                device_ids=[self.env.device.index] if self.env.device.type == "cuda" else None,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
             )
         if cfg.train.compile:
             self.loss_module = torch.compile(self.loss_module)
@@ -338,6 +354,11 @@ class Trainer:
         self.wall_seconds = 0.0
         self.commit = git_commit()  # at start: the code that trains, not the code at export
         self.init_provenance: dict[str, Any] | None = None
+
+    @property
+    def main(self) -> bool:
+        """Whether this process is rank 0, the one that writes files and logs."""
+        return self.shard.rank == 0
 
     # -- state ------------------------------------------------------------------------------
 
@@ -379,7 +400,7 @@ class Trainer:
                 f"(differs in: {', '.join(differing) or 'name'}); use the same config to resume"
             )
         self.model.load_state_dict(state["model"])
-        self.ema = {k: v.to(self.env.device) for k, v in state["ema"].items()}
+        self.ema = {k: v.to(self.device) for k, v in state["ema"].items()}
         self.ema_updates = int(state["ema_updates"])
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("grad_scaler"):  # checkpoints before the scaler have none: a fresh scale
@@ -409,20 +430,20 @@ class Trainer:
         }
 
     def checkpoint(self) -> None:
-        if self.env.main:
+        if self.main:
             save_checkpoint(self.run_dir, self.state())
         # Every rank records it: the final "checkpoint unless just written" test must agree
         # across ranks, or one rank waits in the barrier below for a partner that has left.
         self.last_checkpoint_step = self.step
-        if self.env.world > 1:
+        if self.shard.is_distributed:
             dist.barrier()
 
     def any_rank(self, flag: bool) -> bool:
         """Whether `flag` holds on any rank (collective under DDP): ranks must take the same
         branch, or the ones still training wait forever in the next all-reduce."""
-        if self.env.world == 1:
+        if not self.shard.is_distributed:
             return flag
-        value = torch.tensor([1.0 if flag else 0.0], device=self.env.device)
+        value = torch.tensor([1.0 if flag else 0.0], device=self.device)
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item() > 0)
 
@@ -452,7 +473,7 @@ class Trainer:
             self.warm_start(Path(cfg.train.init_from).expanduser())
             self.log(f"initialised from {cfg.train.init_from}")
         with warnings.catch_warnings():
-            if not self.env.main:  # skipped files are reported once, by rank 0
+            if not self.main:  # skipped files are reported once, by rank 0
                 warnings.simplefilter("ignore")
             self.data = load_datasets(
                 self.data_roots,
@@ -462,15 +483,15 @@ class Trainer:
                 cfg.data.valid_fraction,
                 cfg.train.seed,
             )
-        if self.env.main:
+        if self.main:
             (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
     def local_batch(self, step: int) -> torch.Tensor:
         assert self.data is not None
-        per_rank = self.cfg.train.batch_size // self.env.world
-        first = self.env.rank * per_rank
+        per_rank = self.cfg.train.batch_size // self.shard.world_size
+        first = self.shard.rank * per_rank
         crops = self.data.train.batch(step, range(first, first + per_rank))
-        return torch.from_numpy(crops).to(self.env.device)
+        return torch.from_numpy(crops).to(self.device)
 
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
@@ -479,8 +500,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         audio = self.local_batch(step)
-        inputs = draw_step_inputs(audio, step, self.env.rank, cfg, self.model, self.index_weights)
-        per_example = self.loss_module(inputs.to(self.env.device))
+        inputs = draw_step_inputs(audio, step, self.shard.rank, cfg, self.model, self.index_weights)
+        per_example = self.loss_module(inputs.to(self.device))
         loss = per_example.mean()
         if self.any_rank(not bool(torch.isfinite(loss))):
             kept = (
@@ -524,9 +545,7 @@ class Trainer:
         """Train until `stop_at`; returns the exported model path when training is complete."""
         self.prepare()
         metrics = (
-            MetricsLog(self.run_dir, self.cfg.train.tensorboard, self.step)
-            if self.env.main
-            else None
+            MetricsLog(self.run_dir, self.cfg.train.tensorboard, self.step) if self.main else None
         )
         try:
             return self._run(metrics)
@@ -570,95 +589,59 @@ class Trainer:
         return None
 
     @contextlib.contextmanager
-    def _progress(self, start: int) -> Iterator[Any]:
-        if not (self.show_progress and self.env.main and sys.stderr.isatty()):
+    def _progress(self, start: int) -> Iterator[Callable[[dict[str, float]], None]]:
+        """A function to call with each step's record: a progress bar on a terminal (rank 0),
+        else a log line every `train.log_every` steps."""
+        if not (self.show_progress and self.main and sys.stderr.isatty()):
 
-            def advance(record: dict[str, float]) -> None:
-                if self.env.main and self.step % self.cfg.train.log_every == 0:
+            def log_line(record: dict[str, float]) -> None:
+                if self.main and self.step % self.cfg.train.log_every == 0:
                     self.log(
                         f"step {record['step']} loss {record['loss']:.4f} "
                         f"lr {record['lr']:.2e} {record['seconds_per_step']:.2f} s/step"
                     )
 
-            yield advance
+            yield log_line
             return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
+        from lincae_cli.engine.progress import StepsProgress
 
-        columns = (
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, transient=False) as bar:
-            task = bar.add_task("train", total=self.stop_at, completed=start, info="")
+        with StepsProgress("train", total=self.stop_at, completed=start) as bar:
 
-            def advance(record: dict[str, float]) -> None:
+            def update_bar(record: dict[str, float]) -> None:
                 rate = 1.0 / max(record["seconds_per_step"], 1e-9)
-                bar.update(
-                    task,
-                    completed=record["step"],
-                    info=f"loss {record['loss']:.4f} {rate:.2f} steps/s",
-                )
+                bar.update(int(record["step"]), f"loss {record['loss']:.4f} {rate:.2f} steps/s")
 
-            yield advance
+            yield update_bar
 
     # -- validation and export --------------------------------------------------------------
 
     def ema_model(self) -> ConsistencyAutoencoder:
-        model = ConsistencyAutoencoder(self.model.config).to(self.env.device)
+        model = ConsistencyAutoencoder(self.model.config).to(self.device)
         model.load_state_dict(self.ema)
         return model.eval()
 
-    @torch.no_grad()
     def validate(self, metrics: MetricsLog) -> dict[str, float] | None:
+        """Score the EMA model on the validation clips (`validation_metrics`), write the record
+        and two decoded examples; None when there are fewer than two clips."""
         assert self.data is not None
         cfg = self.cfg
         model = self.ema_model()
-        hop = model.config.latent_hop_samples
-        frames = max(1, int(cfg.data.valid_seconds * model.config.sample_rate) // hop)
-        samples = crop_samples(model, frames * model.config.frames_per_latent)
+        layout = clip_layout(cfg.data.valid_seconds, model.config)
         clips = validation_clips(
-            self.data.valid, cfg.data.valid_clips, samples, cfg.data.valid_seed
+            self.data.valid, cfg.data.valid_clips, layout.samples, cfg.data.valid_seed
         )
         if clips.shape[0] < 2:
             return None
-        x = torch.from_numpy(clips).to(self.env.device)
-        z = model.encode(x)
-        recon = model.decode(z, seed=0)
-        half = 0.5
-        z_half = model.encode(half * x)
-        pairs = x[0::2][: x[1::2].shape[0]], x[1::2]
-        mixture = pairs[0] + pairs[1]
-        z_a, z_b = model.encode(pairs[0]), model.encode(pairs[1])
-        record = {
-            "kind": "valid",
-            "step": self.step,
-            "recon_mss": float(mss(recon, x).mean()),
-            "recon_snr_db": float(snr_db(recon, x).mean()),
-            "homogeneity_ratio_0.5": float(
-                mss(model.decode(half * z, seed=0), half * x).mean()
-                / mss(model.decode(z_half, seed=0), half * x).mean()
-            ),
-            "additivity_ratio": float(
-                mss(model.decode(z_a + z_b, seed=0), mixture).mean()
-                / mss(model.decode(model.encode(mixture), seed=0), mixture).mean()
-            ),
-        }
+        x = torch.from_numpy(clips)
+        scores, decoded = validation_metrics(model, x, layout.margin)
+        record = {"kind": "valid", "step": self.step, **scores}
         metrics.write(record)
-        self._write_samples(x[:2], recon[:2], model.config.sample_rate)
+        self._write_samples(x[:2], decoded[:2], model.config.sample_rate)
+        homogeneity_key = f"homogeneity_ratio_{VALIDATION_GAIN:g}"
         self.log(
             f"valid @ {self.step}: recon MSS {record['recon_mss']:.3f} "
             f"SNR {record['recon_snr_db']:.2f} dB, homogeneity ratio "
-            f"{record['homogeneity_ratio_0.5']:.3f}, "
-            f"additivity ratio {record['additivity_ratio']:.3f}"
+            f"{record[homogeneity_key]:.3f}, additivity ratio {record['additivity_ratio']:.3f}"
         )
         return record
 

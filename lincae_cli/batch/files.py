@@ -26,7 +26,7 @@ from lincae_cli.batch.plan import (
     plan_outputs,
     triage,
 )
-from lincae_cli.batch.result import BatchResult, Record
+from lincae_cli.batch.result import BatchResult
 from lincae_cli.errors import LincaeError
 from lincae_cli.paths import LAT_SUFFIX, STDIO, is_lat_path, is_stdio
 
@@ -346,14 +346,3 @@ def _input_bytes(item: InputFile) -> float:
         return float(item.path.stat().st_size) if item.path is not None else 0.0
     except OSError:
         return 0.0
-
-
-__all__ = [
-    "BatchResult",
-    "DecodeTarget",
-    "Inference",
-    "Record",
-    "decode_files",
-    "encode_files",
-    "save_result",
-]

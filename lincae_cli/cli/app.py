@@ -12,7 +12,6 @@ from typing import Any
 
 import typer
 
-import lincae_cli
 from lincae_cli.cli.decode import DECODE_HELP, decode
 from lincae_cli.cli.encode import ENCODE_HELP, encode
 from lincae_cli.cli.eval import EVAL_HELP, eval_command
@@ -23,6 +22,7 @@ from lincae_cli.cli.options import Command, Group
 from lincae_cli.cli.render import error_line
 from lincae_cli.cli.train import TRAIN_HELP, train
 from lincae_cli.errors import LincaeError
+from lincae_cli.version import __version__
 
 APP_HELP = """Encode audio into linear latents (.lat), mix/gain/subtract them, decode them back.
 
@@ -70,7 +70,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"lincae {lincae_cli.__version__}")
+        typer.echo(f"lincae {__version__}")
         raise typer.Exit()
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lincae_cli.cli.common import DeviceOption, PrecisionOption, QuietOption
+from lincae_cli.cli.options import DeviceOption, PrecisionOption, QuietOption
 
 # Paragraphs are single strings: the help renderer keeps line breaks inside a paragraph.
 EVAL_HELP = "\n\n".join(
@@ -68,6 +68,7 @@ def eval_command(
     data: Annotated[
         list[Path],
         typer.Argument(
+            metavar="DATA...",
             help="Audio files, folders of clips, folders of stems (searched recursively).",
             show_default=False,
         ),
@@ -77,30 +78,41 @@ def eval_command(
         typer.Option(
             "--model",
             "-m",
+            metavar="MODEL",
             help="Model: a name from `lincae models`, hf://..., or a .safetensors path. Repeat "
             "to compare models side by side. Default: lincae-small.",
             show_default=False,
         ),
     ] = None,
     seconds: Annotated[
-        float, typer.Option("--seconds", help="Segment length, rounded to whole latent frames.")
+        float,
+        typer.Option(
+            "--seconds", metavar="SECONDS", help="Segment length, rounded to whole latent frames."
+        ),
     ] = 4.0,
     max_clips: Annotated[
         int,
         typer.Option(
             "--max-clips",
             min=1,
+            metavar="N",
             help="At most this many clip segments, and this many song segments. Cost: about "
             "17 decodes per song segment, 8 per clip.",
         ),
     ] = 20,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Segments per encode/decode call.")
+        int,
+        typer.Option("--batch-size", min=1, metavar="N", help="Segments per encode/decode call."),
     ] = 8,
     seed: Annotated[
-        int, typer.Option("--seed", help="Decoder noise seed (also for pairs and noise refs).")
+        int,
+        typer.Option(
+            "--seed", metavar="N", help="Decoder noise seed (also for pairs and noise refs)."
+        ),
     ] = 0,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Consistency decoding steps.")] = 1,
+    steps: Annotated[
+        int, typer.Option("--steps", min=1, metavar="N", help="Consistency decoding steps.")
+    ] = 1,
     device: DeviceOption = "auto",
     precision: PrecisionOption = "fp32",
     json_output: Annotated[
@@ -110,6 +122,7 @@ def eval_command(
         Path | None,
         typer.Option(
             "--plots",
+            metavar="FOLDER",
             help="Write spectrogram PNGs and WAV examples of each model into this folder "
             r"(needs matplotlib: pip install 'lincae\[plots]').",
             show_default=False,
@@ -117,11 +130,13 @@ def eval_command(
     ] = None,
     quiet: QuietOption = False,
 ) -> None:
-    from lincae_cli.engine.runner import load_inference_model, model_identity
+    from lincae_cli.engine.inference import load_inference_model
+    from lincae_cli.eval.codec import model_codec
     from lincae_cli.eval.datasets import clip_layout, discover, load_eval_set
-    from lincae_cli.eval.linearity import HOMOGENEITY_GAINS, clip_pairs, evaluate, model_codec
+    from lincae_cli.eval.linearity import HOMOGENEITY_GAINS, clip_pairs, evaluate
     from lincae_cli.eval.plots import require_matplotlib, write_examples
     from lincae_cli.hub.registry import DEFAULT_MODEL
+    from lincae_cli.hub.store import model_identity
 
     def log(message: str) -> None:
         if not quiet:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import struct
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -30,8 +28,6 @@ Examples:
 
   lincae encode song.wav -o - | lincae info -
 """
-
-_DTYPE_NAMES = {"F16": "float16", "F32": "float32"}
 
 
 def info(
@@ -69,7 +65,7 @@ def describe(item: InputFile) -> dict[str, Any]:
     lat = lat_from_bytes(data, item.name)
     return {
         "file": item.name,
-        "dtype": _stored_dtype(data),
+        "dtype": _stored_dtype(data, item.name),
         "frames": lat.frames,
         "latent_channels": lat.latent_channels,
         "duration_seconds": lat.meta.duration_seconds,
@@ -90,11 +86,13 @@ def _read_bytes(item: InputFile) -> bytes:
     return read_lat_bytes(item.path)
 
 
-def _stored_dtype(data: bytes) -> str:
+def _stored_dtype(data: bytes, name: str) -> str:
     """The dtype the latents are stored in (the header was validated by `lat_from_bytes`)."""
-    (length,) = struct.unpack("<Q", data[:8])
-    dtype = json.loads(data[8 : 8 + length])["latents"]["dtype"]
-    return _DTYPE_NAMES.get(dtype, dtype)
+    from lincae_cli.latents.container import STORED_DTYPES, split_container
+    from lincae_cli.latents.latfile import TENSOR_NAME
+
+    header, _ = split_container(data, name)
+    return STORED_DTYPES[header[TENSOR_NAME]["dtype"]].name
 
 
 def operations(lat: LatentFile) -> str:

@@ -227,23 +227,27 @@ def cut_windows(
     watches the stream (a loudness meter) has seen all of it once every window is out.
     """
     buffer = np.zeros((channels, 0), np.float32)
-    buffer_start = 0  # stream position of buffer[:, 0]
+    buffer_start = 0  # stream position of buffer[:, 0]; the buffer ends where reading is
     pending = deque(spans)
 
-    def cut(begin: int, end: int) -> np.ndarray:
+    def forget_unneeded() -> None:
         nonlocal buffer, buffer_start
+        needed_from = pending[0][0] if pending else buffer_start + buffer.shape[1]
+        drop = min(max(needed_from - buffer_start, 0), buffer.shape[1])
+        buffer = buffer[:, drop:]
+        buffer_start += drop
+
+    def cut(begin: int, end: int) -> np.ndarray:
         window = np.zeros((channels, end - begin), np.float32)
         lo, hi = max(begin, buffer_start), min(end, buffer_start + buffer.shape[1])
         if hi > lo:
             window[:, lo - begin : hi - begin] = buffer[:, lo - buffer_start : hi - buffer_start]
-        keep_from = pending[0][0] if pending else buffer_start + buffer.shape[1]
-        if keep_from > buffer_start:
-            buffer = buffer[:, keep_from - buffer_start :]
-            buffer_start = keep_from
+        forget_unneeded()
         return window
 
     for block in blocks:
         buffer = np.concatenate([buffer, block], axis=1)
+        forget_unneeded()
         while len(pending) > 1 and pending[0][1] <= buffer_start + buffer.shape[1]:
             yield cut(*pending.popleft())
     while pending:

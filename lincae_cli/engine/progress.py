@@ -1,8 +1,10 @@
-"""Rich progress bars for `Engine.run`: batches, and overall audio time with x-realtime."""
+"""Rich progress bars on stderr: `RichProgress` for `Engine.run` (batches, and overall audio
+time with x-realtime), `StepsProgress` for loops of numbered steps (training)."""
 
 from __future__ import annotations
 
 import time
+from types import TracebackType
 
 from rich.console import Console
 from rich.progress import (
@@ -81,3 +83,39 @@ class RichProgress:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+class StepsProgress:
+    """One bar on stderr for a loop of numbered steps: label, bar, steps done of the total, a
+    free-text info field (e.g. the loss) and the time remaining. Use as a context manager; the
+    bar stays on screen when it stops."""
+
+    def __init__(
+        self, label: str, total: int, completed: int = 0, console: Console | None = None
+    ) -> None:
+        self._progress = Progress(
+            TextColumn(f"[bold]{label}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            console=console or Console(stderr=True),
+            transient=False,
+        )
+        self._task = self._progress.add_task(label, total=total, completed=completed, info="")
+
+    def __enter__(self) -> StepsProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._progress.stop()
+
+    def update(self, completed: int, info: str = "") -> None:
+        """`completed` steps done so far; `info` replaces the text after the count."""
+        self._progress.update(self._task, completed=completed, info=info)

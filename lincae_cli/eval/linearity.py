@@ -4,12 +4,11 @@ Every function takes an `encode` callable (audio `[batch, samples]` -> latents
 `[batch, channels, frames]`) and a `decode` callable (latents -> audio `[batch, samples']`) plus
 audio tensors, and returns numbers (means over examples). Nothing here reads files or knows about
 the network, so the maths can be checked with toy models (an identity, a squaring encoder).
-`model_codec` turns a ConsistencyAutoencoder into such a pair of callables.
+codec.py turns a ConsistencyAutoencoder into such a pair of callables; the trainer's validation
+runs `reconstruction`, `homogeneity` and `additivity` from here too.
 
-Decoded audio is compared with its reference over their common length, less `margin` samples at
-each end (the first and last samples of an uncentred STFT are covered by fewer windows, so no
-decoder can rebuild them; see docs/metrics.md). The definitions of every metric and ratio are in
-docs/metrics.md.
+Decoded audio is compared with its reference by `metrics.aligned`, less `margin` samples at each
+end. The definitions of every metric and ratio are in docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -20,23 +19,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lincae_cli.eval.metrics import mss, relative_l2, si_sdr_db, snr_db
-from lincae_cli.nn.autoencoder import ConsistencyAutoencoder
-
-Encode = Callable[[torch.Tensor], torch.Tensor]
-"""Audio `[batch, samples]` -> latents `[batch, channels, frames]`."""
-Decode = Callable[[torch.Tensor], torch.Tensor]
-"""Latents `[batch, channels, frames]` -> audio `[batch, samples']`."""
+from lincae_cli.eval.codec import Decode, Encode
+from lincae_cli.eval.metrics import aligned, example_mean, mss, relative_l2, si_sdr_db, snr_db
+from lincae_cli.eval.references import REFERENCE_KEYS, reference_points
 
 HOMOGENEITY_GAINS = (0.25, 0.5, 2.0)
 MSS_FLOOR = 1e-3
 """MSS values below this count as this in ratios: a ratio of two such values is 1 (0/0)."""
-NOISE_REFERENCE_SNRS_DB = (10.0, 20.0)
-LOWPASS_REFERENCE_HZ = 11000.0
-REFERENCE_KEYS = (
-    *(f"noise_{snr:g}db_mss" for snr in NOISE_REFERENCE_SNRS_DB),
-    f"lowpass_{LOWPASS_REFERENCE_HZ / 1000:g}khz_mss",
-)
 
 
 def gain_label(gain: float) -> str:
@@ -53,20 +42,6 @@ def matched_ratio(numerator: float, denominator: float) -> float:
     if math.isnan(numerator) or math.isnan(denominator):
         return math.nan
     return max(numerator, MSS_FLOOR) / max(denominator, MSS_FLOOR)
-
-
-def aligned(
-    estimate: torch.Tensor, reference: torch.Tensor, margin: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both `[batch, samples]` tensors cut to their common length, less `margin` at each end."""
-    length = min(estimate.shape[-1], reference.shape[-1])
-    if length <= 2 * margin:
-        raise ValueError(f"{length} samples leave nothing to compare after a margin of {margin}")
-    return estimate[..., margin : length - margin], reference[..., margin : length - margin]
-
-
-def _mean(values: torch.Tensor) -> float:
-    return float(values.double().mean()) if values.numel() else math.nan
 
 
 def _mss(estimate: torch.Tensor, reference: torch.Tensor, margin: int) -> torch.Tensor:
@@ -88,9 +63,9 @@ def reconstruction(
         decoded = decode(encode(clips))
     estimate, reference = aligned(decoded, clips, margin)
     return {
-        "snr_db": _mean(snr_db(estimate, reference)),
-        "si_sdr_db": _mean(si_sdr_db(estimate, reference)),
-        "mss": _mean(mss(estimate, reference)),
+        "snr_db": example_mean(snr_db(estimate, reference)),
+        "si_sdr_db": example_mean(si_sdr_db(estimate, reference)),
+        "mss": example_mean(mss(estimate, reference)),
     }
 
 
@@ -112,11 +87,11 @@ def homogeneity(
     scaled_audio = gain * clips
     scaled_latents = gain * latents
     latents_of_scaled = encode(scaled_audio)
-    from_scaled_latents = _mean(_mss(decode(scaled_latents), scaled_audio, margin))
-    matched = _mean(_mss(decode(latents_of_scaled), scaled_audio, margin))
+    from_scaled_latents = example_mean(_mss(decode(scaled_latents), scaled_audio, margin))
+    matched = example_mean(_mss(decode(latents_of_scaled), scaled_audio, margin))
     return {
         "decoder_mss": from_scaled_latents,
-        "encoder_rel_l2": _mean(relative_l2(latents_of_scaled, scaled_latents)),
+        "encoder_rel_l2": example_mean(relative_l2(latents_of_scaled, scaled_latents)),
         "ratio": matched_ratio(from_scaled_latents, matched),
     }
 
@@ -146,11 +121,11 @@ def additivity(
     if sum_decoded is None:
         sum_decoded = decode(sum_latents)
     summed_latents = part_latents.sum(1)
-    from_summed_latents = _mean(_mss(decode(summed_latents), total, margin))
-    matched = _mean(_mss(sum_decoded, total, margin))
+    from_summed_latents = example_mean(_mss(decode(summed_latents), total, margin))
+    matched = example_mean(_mss(sum_decoded, total, margin))
     return {
         "decoder_mss": from_summed_latents,
-        "encoder_rel_l2": _mean(relative_l2(summed_latents, sum_latents)),
+        "encoder_rel_l2": example_mean(relative_l2(summed_latents, sum_latents)),
         "ratio": matched_ratio(from_summed_latents, matched),
     }
 
@@ -165,11 +140,11 @@ class SeparationScores:
 
     def summary(self) -> dict[str, float]:
         """Keys `mss`, `si_sdr_db`, `ratio` (mean MSS / mean MSS of Dec(Enc(stem))), `count`."""
-        mean_mss = _mean(torch.tensor(self.mss))
+        mean_mss = example_mean(torch.tensor(self.mss))
         return {
             "mss": mean_mss,
-            "si_sdr_db": _mean(torch.tensor(self.si_sdr_db)),
-            "ratio": matched_ratio(mean_mss, _mean(torch.tensor(self.reconstruction_mss))),
+            "si_sdr_db": example_mean(torch.tensor(self.si_sdr_db)),
+            "ratio": matched_ratio(mean_mss, example_mean(torch.tensor(self.reconstruction_mss))),
             "count": float(len(self.mss)),
         }
 
@@ -220,41 +195,6 @@ def separate_one(encode: Encode, decode: Decode, stems: torch.Tensor, stem: int)
     mixture = stems.sum(0, keepdim=True)
     latents = encode(torch.cat((mixture, mixture - stems[stem : stem + 1])))
     return decode((latents[0] - latents[1]).unsqueeze(0))[0]
-
-
-def add_white_noise(
-    clips: torch.Tensor, snr_db_target: float, generator: torch.Generator
-) -> torch.Tensor:
-    """Clips `[batch, samples]` plus white Gaussian noise at exactly `snr_db_target` per clip."""
-    noise = torch.randn(clips.shape, generator=generator, dtype=torch.float64)
-    signal_power = (clips.double() ** 2).mean(-1, keepdim=True)
-    noise_power = (noise**2).mean(-1, keepdim=True)
-    scale = torch.sqrt(signal_power / (noise_power * 10 ** (snr_db_target / 10)))
-    return (clips.double() + scale * noise).to(clips.dtype)
-
-
-def lowpass(clips: torch.Tensor, cutoff_hz: float, sample_rate: int) -> torch.Tensor:
-    """Ideal (brick-wall) low-pass of clips `[batch, samples]`: one FFT over each whole clip."""
-    spectrum = torch.fft.rfft(clips.double(), dim=-1)
-    frequencies = torch.fft.rfftfreq(clips.shape[-1], d=1.0 / sample_rate)
-    spectrum[..., frequencies > cutoff_hz] = 0
-    return torch.fft.irfft(spectrum, n=clips.shape[-1], dim=-1).to(clips.dtype)
-
-
-def reference_points(
-    clips: torch.Tensor, sample_rate: int, seed: int = 0, margin: int = 0
-) -> dict[str, float]:
-    """MSS of familiar degradations of clips `[batch, samples]`, to read the other MSS against.
-
-    Keys: `noise_10db_mss`, `noise_20db_mss` (white noise at that SNR), `lowpass_11khz_mss`.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    degraded = [add_white_noise(clips, snr, generator) for snr in NOISE_REFERENCE_SNRS_DB]
-    degraded.append(lowpass(clips, LOWPASS_REFERENCE_HZ, sample_rate))
-    return {
-        key: _mean(_mss(audio, clips, margin))
-        for key, audio in zip(REFERENCE_KEYS, degraded, strict=True)
-    }
 
 
 def clip_pairs(count: int, seed: int = 0) -> list[tuple[int, int]]:
@@ -397,47 +337,3 @@ def _separation_example(
     examples.stem = stems[song, stem]
     examples.separated = separate_one(encode, decode, stems[song], stem)
     examples.stem_name = stem_names[stem]
-
-
-def model_codec(
-    model: ConsistencyAutoencoder, seed: int = 0, batch_size: int = 8, steps: int = 1
-) -> tuple[Encode, Decode]:
-    """`encode` and `decode` callables running `model` in batches of `batch_size`, no grad.
-
-    Every decode starts from the same noise, drawn once per latent length from `seed` and shared
-    by all examples, so results do not depend on the batch size or an example's position in it
-    (with `steps` > 1 the noise of later steps comes from a generator seeded per batch).
-    """
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
-    config = model.config
-    device = model.device
-    noise_by_frames: dict[int, torch.Tensor] = {}
-
-    def initial_noise(frames: int) -> torch.Tensor:
-        if frames not in noise_by_frames:
-            generator = torch.Generator().manual_seed(seed)
-            shape = (1, 2, config.freq_bins, frames * config.frames_per_latent)
-            noise = torch.randn(shape, generator=generator) * config.sigma_max
-            noise_by_frames[frames] = noise.to(device)
-        return noise_by_frames[frames]
-
-    @torch.inference_mode()
-    def encode(audio: torch.Tensor) -> torch.Tensor:
-        parts = [
-            model.encode(audio[start : start + batch_size].to(device)).cpu()
-            for start in range(0, audio.shape[0], batch_size)
-        ]
-        return torch.cat(parts) if parts else torch.zeros(0, config.latent_channels, 0)
-
-    @torch.inference_mode()
-    def decode(latents: torch.Tensor) -> torch.Tensor:
-        noise = initial_noise(latents.shape[-1])
-        parts = []
-        for start in range(0, latents.shape[0], batch_size):
-            chunk = latents[start : start + batch_size].to(device)
-            shared = noise.expand(chunk.shape[0], *noise.shape[1:])
-            parts.append(model.decode(chunk, steps, seed, initial_noise=shared).cpu())
-        return torch.cat(parts) if parts else torch.zeros(0, 0)
-
-    return encode, decode

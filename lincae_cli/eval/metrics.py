@@ -4,14 +4,35 @@ MSS (multi-scale spectral distance) is defined in docs/metrics.md: for each STFT
 MSS_FFT_SIZES (Hann window, hop = size/4, centred), spectral convergence
 ‖|Y|-|X|‖_F / ‖|Y|‖_F plus the mean absolute difference of natural-log magnitudes; averaged over
 the sizes, per example. 0 means identical spectra; Y is the reference.
+
+Decoded audio is compared with its reference over their common length, less a margin at each
+end (`aligned`): the model's STFT is uncentred, so its first and last samples are covered by
+fewer windows and no decoder can rebuild them (docs/metrics.md, Segments).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 MSS_FFT_SIZES = (512, 1024, 2048)
 _EPS = 1e-8
+
+
+def aligned(
+    estimate: torch.Tensor, reference: torch.Tensor, margin: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both `[batch, samples]` tensors cut to their common length, less `margin` at each end."""
+    length = min(estimate.shape[-1], reference.shape[-1])
+    if length <= 2 * margin:
+        raise ValueError(f"{length} samples leave nothing to compare after a margin of {margin}")
+    return estimate[..., margin : length - margin], reference[..., margin : length - margin]
+
+
+def example_mean(values: torch.Tensor) -> float:
+    """The mean of per-example values `[batch]` (in float64), NaN when there are none."""
+    return float(values.double().mean()) if values.numel() else math.nan
 
 
 def _as_batch(x: torch.Tensor) -> torch.Tensor:

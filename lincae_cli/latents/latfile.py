@@ -6,9 +6,8 @@ A `.lat` file is a safetensors file (no pickle) with one tensor, ``latents``, sh
 with everything needed to decode and to combine files). The full specification, which this
 module must match, is docs/lat-format.md.
 
-The reader parses the safetensors container itself rather than through the safetensors
-library: every byte of an untrusted file is checked here so that a bad file always ends in a
-`LincaeError` naming it, never in a parser exception or a Rust panic.
+The reader parses the safetensors container itself (latents/container.py) rather than through
+the safetensors library, so that a bad file always ends in a `LincaeError` naming it.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ import json
 import math
 import os
 import re
-import struct
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,12 +24,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import numpy as np
 import safetensors.torch
 import torch
 
 from lincae_cli.atomic import atomic_write_bytes
 from lincae_cli.errors import LincaeError
+from lincae_cli.latents.container import STORED_DTYPES, read_tensor, split_container
 from lincae_cli.paths import input_name, is_stdio, output_name
 from lincae_cli.version import __version__
 
@@ -41,14 +39,11 @@ FORMAT_MAJOR = 1
 META_KEY = "lincae"
 TENSOR_NAME = "latents"
 
-# dtype names accepted by `write_lat`, and the safetensors dtype codes the reader accepts.
-LAT_DTYPES: dict[str, torch.dtype] = {"float16": torch.float16, "float32": torch.float32}
-_SAFETENSORS_DTYPES: dict[str, np.dtype] = {
-    "F16": np.dtype("<f2"),
-    "F32": np.dtype("<f4"),
+# dtype names accepted by `write_lat`: those of the container's stored dtypes.
+LAT_DTYPES: dict[str, torch.dtype] = {
+    dtype.name: getattr(torch, dtype.name) for dtype in STORED_DTYPES.values()
 }
 _FLOAT16_MAX = float(torch.finfo(torch.float16).max)
-_HEADER_LENGTH_BYTES = 8
 _SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 _VERSION_PATTERN = re.compile(r"(\d+)\.(\d+)")
 
@@ -153,7 +148,7 @@ def validate_latent_file(lat: LatentFile, name: str) -> None:
 def check_dtype(dtype: str) -> None:
     """Reject a storage dtype (``--dtype``) that .lat files cannot hold."""
     if dtype not in LAT_DTYPES:
-        raise LincaeError(f"--dtype must be float16 or float32, not {dtype!r}")
+        raise LincaeError(f"--dtype must be {' or '.join(LAT_DTYPES)}, not {dtype!r}")
 
 
 def lat_to_bytes(lat: LatentFile, dtype: str = "float16", name: str = "<bytes>") -> bytes:
@@ -190,7 +185,7 @@ def lat_from_bytes(data: bytes, name: str = "<bytes>") -> LatentFile:
     Any problem with the bytes (not a safetensors file, not ours, another major version,
     truncated, corrupt, inconsistent) raises `LincaeError` whose message starts with ``name``.
     """
-    header, buffer = _split_container(data, name)
+    header, buffer = split_container(data, name)
     metadata = header.get("__metadata__")
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
         raise LincaeError(f"{name}: not a .lat file (safetensors without lincae-latent metadata)")
@@ -201,7 +196,7 @@ def lat_from_bytes(data: bytes, name: str = "<bytes>") -> LatentFile:
     if document.get("format") != FORMAT_NAME or document.get("format_version") != format_version:
         raise LincaeError(f"{name}: corrupt .lat file (format fields disagree)")
     meta = _meta_from_document(document, name)
-    latents = _decode_latents(header.get(TENSOR_NAME), buffer, name)
+    latents = torch.from_numpy(read_tensor(header, TENSOR_NAME, buffer, name))
     lat = LatentFile(latents=latents, meta=meta)
     validate_latent_file(lat, name)
     return lat
@@ -257,25 +252,6 @@ def read_lat_bytes(path: Path) -> bytes:
         raise LincaeError(f"{path}: is a directory, not a .lat file") from None
     except OSError as error:
         raise LincaeError(f"{path}: cannot read ({error.strerror or error})") from None
-
-
-def _split_container(data: bytes, name: str) -> tuple[dict[str, Any], memoryview]:
-    """Split safetensors bytes into (header dict, tensor byte buffer)."""
-    if len(data) < _HEADER_LENGTH_BYTES + 2:
-        raise LincaeError(f"{name}: not a .lat file (too short to be safetensors)")
-    (header_length,) = struct.unpack("<Q", data[:_HEADER_LENGTH_BYTES])
-    header_end = _HEADER_LENGTH_BYTES + header_length
-    if data[_HEADER_LENGTH_BYTES : _HEADER_LENGTH_BYTES + 1] != b"{":
-        raise LincaeError(f"{name}: not a .lat file (no safetensors header)")
-    if header_end > len(data):
-        raise LincaeError(f"{name}: truncated or corrupt .lat file (header runs past the end)")
-    try:
-        header = json.loads(data[_HEADER_LENGTH_BYTES:header_end].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise LincaeError(f"{name}: corrupt .lat file (unreadable header)") from None
-    if not isinstance(header, dict):
-        raise LincaeError(f"{name}: corrupt .lat file (header is not an object)")
-    return header, memoryview(data)[header_end:]
 
 
 def _check_format_version(value: object, name: str) -> str:
@@ -385,35 +361,3 @@ def _validate_meta(meta: LatentMeta, name: str) -> None:
     loudness = meta.source_loudness_lufs
     if loudness is not None and not math.isfinite(loudness):
         raise LincaeError(f"{name}: source_loudness_lufs must be finite or null, got {loudness}")
-
-
-def _decode_latents(entry: object, buffer: memoryview, name: str) -> torch.Tensor:
-    """Decode the ``latents`` tensor entry of the header into float32 ``[C, L, F]``."""
-    if not isinstance(entry, dict):
-        raise LincaeError(f"{name}: corrupt .lat file (no {TENSOR_NAME!r} tensor)")
-    dtype = _SAFETENSORS_DTYPES.get(entry.get("dtype"))  # type: ignore[arg-type]
-    if dtype is None:
-        raise LincaeError(
-            f"{name}: corrupt .lat file (latents dtype {entry.get('dtype')!r}, "
-            f"expected one of {list(_SAFETENSORS_DTYPES)})"
-        )
-    shape, offsets = entry.get("shape"), entry.get("data_offsets")
-    if not (_is_int_list(shape) and len(shape) == 3 and min(shape) >= 0):
-        raise LincaeError(f"{name}: corrupt .lat file (latents shape {shape!r} is not 3-D)")
-    if not (_is_int_list(offsets) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1]):
-        raise LincaeError(f"{name}: corrupt .lat file (bad data offsets {offsets!r})")
-    begin, end = offsets
-    if end - begin != math.prod(shape) * dtype.itemsize:
-        raise LincaeError(f"{name}: corrupt .lat file (data size does not match shape {shape})")
-    if end > len(buffer):
-        raise LincaeError(
-            f"{name}: truncated .lat file ({len(buffer)} of {end} latent data bytes present)"
-        )
-    values = np.frombuffer(buffer[begin:end], dtype=dtype).reshape(shape)
-    return torch.from_numpy(values.astype(np.float32))
-
-
-def _is_int_list(value: object) -> bool:
-    return isinstance(value, list) and all(
-        isinstance(item, int) and not isinstance(item, bool) for item in value
-    )

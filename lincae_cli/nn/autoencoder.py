@@ -1,7 +1,8 @@
 """ConsistencyAutoencoder: encode audio to latents, decode latents with a consistency model.
 
-Latents seen by users are `scale_factor · Enc(x)`; decoding divides by it again. Decoding draws
-its initial noise from a seeded generator, so the same latent and seed give the same audio.
+Latents seen by users are `scale_factor · Enc(x)`; decoding divides by it again. Decoding starts
+from `decoding_noise`, drawn per latent frame from the seed, so the same latents and seed give
+the same audio however they are chunked or batched.
 """
 
 from __future__ import annotations
