@@ -92,6 +92,15 @@ def test_encode_and_decode_folders_from_python(tmp_path: Path, tiny_model_path: 
     assert (info.channels, info.samplerate, info.frames) == (2, 22050, round(0.4 * 22050))
 
 
+def test_an_unreadable_input_fails_alone(tmp_path: Path, tiny_model_path: Path) -> None:
+    (tmp_path / "noise.wav").write_bytes(b"not audio at all")
+    inference = Inference(str(tiny_model_path), EngineOptions(precision="fp32"))
+    result = encode_files([str(tmp_path / "noise.wav")], inference=inference)
+    assert [record["status"] for record in result.records] == ["failed"]
+    assert "cannot read audio" in result.records[0]["error"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["noise.wav"]
+
+
 def test_the_folder_api_refuses_bad_arguments_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(LincaeError, match="encode writes .lat files"):
         encode_files([str(tmp_path)], str(tmp_path / "x.wav"))

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from lincae_cli.audio.io import AUDIO_EXTENSIONS, is_audio_path
-from lincae_cli.batch.inputs import InputFile, expand_inputs, read_stdin_once
+from lincae_cli.batch.inputs import Failure, InputFile, expand_inputs, read_stdin_once
 from lincae_cli.batch.plan import (
-    SKIP,
     Task,
     check_single_output,
     make_parent_folder,
@@ -287,10 +286,10 @@ def save_result(
 def _plan(
     args: Sequence[str | os.PathLike[str]],
     output: str | None,
-    suffixes: Any,
+    suffixes: Collection[str],
     kind: str,
     output_suffix: str,
-    is_output_file: Any,
+    is_output_file: Callable[[str], bool],
     result: BatchResult,
 ) -> tuple[list[Task], ShardInfo]:
     """This rank's tasks: inputs expanded, paired with outputs and shared among torchrun's
@@ -316,10 +315,10 @@ def _runnable(
         verdict = triage(task, force, skip_existing)
         if verdict is None:
             runnable.append(task)
-        elif verdict == SKIP:
-            result.skipped(task.input.name, task.output)
+        elif isinstance(verdict, Failure):
+            result.failed(verdict.name, verdict.message)
         else:
-            result.failed(verdict.name, verdict.message)  # type: ignore[union-attr]
+            result.skipped(task.input.name, task.output)
     return runnable
 
 

@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from lincae_cli.batch.inputs import Failure, InputFile
 from lincae_cli.errors import LincaeError
@@ -95,11 +96,11 @@ def plan_outputs(
     return tasks, failures
 
 
-SKIP = "skip"
+SKIP: Literal["skip"] = "skip"
 """What `triage` says of a task whose output exists, with ``skip_existing``."""
 
 
-def triage(task: Task, force: bool, skip_existing: bool) -> Failure | str | None:
+def triage(task: Task, force: bool, skip_existing: bool) -> Failure | Literal["skip"] | None:
     """Whether ``task`` may run: None (run it), `SKIP` (its output exists and
     ``skip_existing``), or the `Failure` that stops it (an existing output without ``force``,
     an output that would overwrite its input or cannot be written)."""

@@ -181,9 +181,9 @@ class Engine:
         if len(kinds) > 1:
             raise ValueError(f"one kind of job per run, got {sorted(kinds)}")
         if not jobs:
-            return iter(())
+            return
         forward = self._encode_windows if kinds.pop() == "encode" else self._decode_windows
-        return run_jobs(jobs, forward, self.batch_size, progress)
+        yield from run_jobs(jobs, forward, self.batch_size, progress)
 
     def _batch(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
         # Every pass has exactly `batch_size` examples: kernels chosen for another batch size
