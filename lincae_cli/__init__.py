@@ -102,7 +102,8 @@ def decode_latents(
 
 
 def _engine(model: ConsistencyAutoencoder, chunk_seconds: float | None, seed: int = 0) -> Any:
-    from lincae_cli.engine.inference import DEFAULT_CHUNK_SECONDS, Engine, EngineOptions
+    from lincae_cli.engine.chunks import DEFAULT_CHUNK_SECONDS
+    from lincae_cli.engine.inference import Engine, EngineOptions
 
     options = EngineOptions(chunk_seconds=chunk_seconds or DEFAULT_CHUNK_SECONDS, seed=seed)
     return Engine(model, options)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
+from lincae_cli.engine.chunks import DEFAULT_CHUNK_SECONDS
 from lincae_cli.paths import STDIO
 
 if TYPE_CHECKING:
@@ -156,7 +157,7 @@ class EngineArgs:
     model: ModelOption = None
     device: DeviceOption = "auto"
     batch_size: BatchSizeOption = None
-    chunk_seconds: ChunkSecondsOption = 10.0
+    chunk_seconds: ChunkSecondsOption = DEFAULT_CHUNK_SECONDS
     precision: PrecisionOption = "auto"
     seed: SeedOption = 0
 

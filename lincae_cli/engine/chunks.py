@@ -27,6 +27,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+DEFAULT_CHUNK_SECONDS = 10.0
+# Context on each side of a chunk: about the encoder's and decoder's receptive field in time
+# (their 1-D bottleneck blocks alone see +-2 frames each), so that a chunk's core frames are
+# computed almost as if the file had not been cut.
+DEFAULT_MARGIN_FRAMES = 8
+DEFAULT_CROSSFADE_FRAMES = 8
+
 
 @dataclass(frozen=True)
 class ChunkSpec:

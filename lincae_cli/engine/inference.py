@@ -23,7 +23,13 @@ import torch
 from lincae_cli.audio.io import resampled_length
 from lincae_cli.audio.sink import AudioSink, OutputOptions, SinkReport
 from lincae_cli.audio.sources import ArraySource, AudioSource
-from lincae_cli.engine.chunks import ChunkSpec, chunk_frames_for_seconds
+from lincae_cli.engine.chunks import (
+    DEFAULT_CHUNK_SECONDS,
+    DEFAULT_CROSSFADE_FRAMES,
+    DEFAULT_MARGIN_FRAMES,
+    ChunkSpec,
+    chunk_frames_for_seconds,
+)
 from lincae_cli.engine.device import (
     check_device_name,
     check_precision,
@@ -38,13 +44,6 @@ from lincae_cli.engine.shard import ShardInfo, shard_info
 from lincae_cli.errors import LincaeError
 from lincae_cli.latents.latfile import LatentFile
 from lincae_cli.nn.autoencoder import ConsistencyAutoencoder
-
-DEFAULT_CHUNK_SECONDS = 10.0
-# Context on each side of a chunk: about the encoder's and decoder's receptive field in time
-# (their 1-D bottleneck blocks alone see +-2 frames each), so that a chunk's core frames are
-# computed almost as if the file had not been cut.
-DEFAULT_MARGIN_FRAMES = 8
-DEFAULT_CROSSFADE_FRAMES = 8
 
 
 @dataclass(frozen=True)
