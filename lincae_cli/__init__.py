@@ -41,6 +41,7 @@ _LAZY = {
     "encode_files": "lincae_cli.batch.files",
     "decode_files": "lincae_cli.batch.files",
     "BatchResult": "lincae_cli.batch.result",
+    "LatentDataset": "lincae_cli.data",
 }
 
 __all__ = ["__version__", "decode_latents", "encode_audio", "load_model", *_LAZY]

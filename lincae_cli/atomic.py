@@ -14,6 +14,9 @@ from pathlib import Path
 
 from lincae_cli.errors import LincaeError
 
+_PARTIAL = ".partial"
+_TAG_LENGTH = 12  # hex digits of a temporary file's random tag
+
 
 class AtomicFile:
     """A temporary path beside ``target``: write it, then `commit` (fsync and rename over the
@@ -29,7 +32,7 @@ class AtomicFile:
         self.target = Path(target)
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self.temporary = self.target.with_name(
-            f".{self.target.stem}.{uuid.uuid4().hex[:12]}.partial{self.target.suffix}"
+            f".{self.target.stem}.{uuid.uuid4().hex[:_TAG_LENGTH]}{_PARTIAL}{self.target.suffix}"
         )
 
     def commit(self) -> None:
@@ -44,6 +47,29 @@ class AtomicFile:
     def discard(self) -> None:
         """Remove the temporary file (if any); safe to call more than once."""
         self.temporary.unlink(missing_ok=True)
+
+
+def partial_files(folder: str | os.PathLike[str]) -> dict[Path, list[Path]]:
+    """The temporary files of `AtomicFile` writers still in ``folder``, by target: left by a
+    writer that was killed (SIGKILL, power loss) before it could commit or discard them."""
+    folder = Path(folder)
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return {}
+    found: dict[Path, list[Path]] = {}
+    for name in names:
+        # ".{stem}.{tag}.partial{suffix}", the name `AtomicFile` gives its temporary file
+        marker = name.rfind(_PARTIAL)
+        head, suffix = name[1:marker], name[marker + len(_PARTIAL) :]
+        stem, tag = head[: -_TAG_LENGTH - 1], head[-_TAG_LENGTH - 1 :]
+        if name.startswith(".") and marker > 0 and tag[:1] == "." and _is_tag(tag[1:]):
+            found.setdefault(folder / f"{stem}{suffix}", []).append(folder / name)
+    return found
+
+
+def _is_tag(text: str) -> bool:
+    return len(text) == _TAG_LENGTH and all(c in "0123456789abcdef" for c in text)
 
 
 @contextmanager

@@ -23,6 +23,7 @@ LAYERS = {
     "engine": 4,
     "eval": 5,
     "batch": 5,
+    "data": 5,  # LatentDataset reads what batch/ wrote; a torch Dataset, not the CLI's
     "cli": 6,
     "__init__": 7,  # the facade re-exports from everywhere
 }

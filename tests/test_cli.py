@@ -112,7 +112,8 @@ def test_odd_sample_rates(cli: Run, tmp_path: Path, sample_rate: int) -> None:
     clip = write_tone(tmp_path / "clip.wav", 0.3, sample_rate, subtype="PCM_24")
     _ok(cli("encode", str(clip), "-o", str(tmp_path / "clip.lat"), model=True))
     lat = read_lat(tmp_path / "clip.lat")
-    assert lat.meta.source_sample_rate == sample_rate and lat.frames == 4  # 0.3 s at 44.1 kHz
+    # 0.3 s is 13230 samples at 44.1 kHz: 22 STFT frames, 3 latent frames (linear-cae framing)
+    assert lat.meta.source_sample_rate == sample_rate and lat.frames == 3
     _ok(cli("decode", str(tmp_path / "clip.lat"), "-o", str(tmp_path / "back.wav"), model=True))
     back, rate = soundfile.read(tmp_path / "back.wav")
     assert rate == sample_rate and back.shape == (round(0.3 * sample_rate),)
@@ -333,14 +334,14 @@ def test_info_table_and_json(cli: Run, tmp_path: Path) -> None:
         "tiny-test",
         "44100 Hz",
         "0.600 s",
-        "7 frames x 64",
+        "6 frames x 64",  # 0.6 s: 48 STFT frames
         "float16",
         "estimate",
         "encode(a.wav) -> gain(-6.00 dB)",
     ):
         assert expected in table, expected
     (doc,) = json.loads(_ok(cli("info", str(tmp_path / "g.lat"), "--json")).stdout)
-    assert doc["channels"] == 2 and doc["frames"] == 7 and doc["latent_rate_hz"] == 44100 / 4096
+    assert doc["channels"] == 2 and doc["frames"] == 6 and doc["latent_rate_hz"] == 44100 / 4096
     assert [p["op"] for p in doc["provenance"]] == ["encode", "gain"]
 
 
@@ -384,7 +385,7 @@ def test_existing_outputs_are_not_overwritten(cli: Run, tmp_path: Path) -> None:
     )
     assert target.read_bytes() == b"precious"
     _ok(cli("gain", str(tmp_path / "a.lat"), "1", "-o", str(target), "--force"))
-    assert read_lat(target).frames == 3
+    assert read_lat(target).frames == 2  # 0.2 s: 14 STFT frames
 
 
 @pytest.fixture
@@ -554,6 +555,19 @@ def test_models_list_path_and_pull(
         _ok(cli("encode", str(tmp_path / "a.wav"), "--model", spec, *FAST))  # from the cache
         assert hub.count("GET") == 1
         _one_line_error(cli("models", "pull", "no-such-model"), "unknown model")
+
+
+def test_models_list_fits_80_columns_without_cutting_sources(
+    cli: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    table = _ok(cli("models", "list")).stdout
+    lines = table.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "\u2026" not in table
+    header = next(line for line in lines if "source" in line)
+    column = "".join(line[header.index("source") :] for line in lines[lines.index(header) + 1 :])
+    for row in json.loads(_ok(cli("models", "list", "--json")).stdout):
+        assert "".join(row["source"].split()) in "".join(column.split()), row["source"]
 
 
 @pytest.mark.parametrize(

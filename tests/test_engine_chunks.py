@@ -15,17 +15,21 @@ from lincae_cli.engine.chunks import (
     chunk_frames_for_seconds,
     cut_windows,
     finished_until,
-    latent_frames_for_samples,
     plan_chunks,
     window_weights,
 )
+from lincae_cli.latents.framing import latent_frames_for_samples
 
 
-def test_frames_for_samples_is_a_ceiling() -> None:
-    assert latent_frames_for_samples(1, 4096) == 1
-    assert latent_frames_for_samples(4096, 4096) == 1
-    assert latent_frames_for_samples(4097, 4096) == 2
-    assert latent_frames_for_samples(441000, 4096) == 108
+def test_frames_for_samples_follow_the_reference_framing() -> None:
+    # hop 512, n_fft 2048, 8 STFT frames per latent frame (every preset).
+    def frames(samples: int) -> int:
+        return latent_frames_for_samples(samples, 512, 2048, 8)
+
+    assert frames(1) == frames(2048) == 1  # shorter than one STFT frame: padded to one
+    assert frames(2048 + 7 * 512) == 1 and frames(2048 + 8 * 512) == 2  # 8, then 9 STFT frames
+    assert frames(352800) == 86  # 8 s at 44.1 kHz: 686 STFT frames, as linear-cae gives
+    assert frames(441000) == 108
 
 
 def test_chunk_seconds_round_to_whole_frames() -> None:
@@ -49,7 +53,7 @@ def test_plan_tiles_the_sequence_with_fixed_size_windows() -> None:
     spec = ChunkSpec(chunk_frames=5, margin_frames=3, crossfade_frames=2)
     plan = plan_chunks(12, spec)
     assert [(w.start, w.core_start, w.core_stop) for w in plan] == [
-        (-3, 0, 5),
+        (0, 0, 5),  # the file's start: no context before it
         (2, 5, 10),
         (7, 10, 12),
     ]
@@ -91,7 +95,7 @@ def test_crossfade_is_linear_and_centred_on_the_boundary() -> None:
     falling = window_weights(first, spec)
     rising = window_weights(second, spec)
     # First window: weight 1 from frame 0 to 6, then down over frames 6..9 (boundary at 8).
-    assert falling.begin == 4 and falling.end == 4 + 10
+    assert falling.begin == 0 and falling.end == 10
     np.testing.assert_allclose(falling.values[-4:], [0.875, 0.625, 0.375, 0.125])
     np.testing.assert_allclose(rising.values[:4], [0.125, 0.375, 0.625, 0.875])
     assert second.start + rising.begin == 6

@@ -47,7 +47,7 @@ class AlignmentModel:
         self.decoded_gain = decoded_gain
         self.encoded_windows = 0
 
-    def encode(self, audio: torch.Tensor) -> torch.Tensor:
+    def encode(self, audio: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         config = self.config
         batch, length = audio.shape
         frames = (length - config.n_fft) // config.hop + 1
@@ -58,12 +58,16 @@ class AlignmentModel:
         return latents[:, None, :].expand(batch, config.latent_channels, -1).float()
 
     def decode(
-        self, latents: torch.Tensor, steps: int = 1, initial_noise: torch.Tensor | None = None
+        self,
+        latents: torch.Tensor,
+        steps: int = 1,
+        initial_noise: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        # Frame k's value over samples [k·H, (k+1)·H) of the window, then the STFT overhang.
         config = self.config
-        pad = (config.n_fft - config.hop) // 2
         body = latents[:, 0, :].repeat_interleave(H, dim=1) * self.decoded_gain
-        return torch.nn.functional.pad(body, (pad, pad))
+        return torch.nn.functional.pad(body, (0, config.n_fft - config.hop))
 
 
 def _engine(model: object, **options: object) -> Engine:
@@ -71,12 +75,14 @@ def _engine(model: object, **options: object) -> Engine:
 
 
 @pytest.mark.parametrize("chunk_seconds", [0.5, 1.0, 100.0])
-def test_latent_frame_k_covers_samples_k_hop_to_k_plus_one_hop(chunk_seconds: float) -> None:
+def test_latent_frame_k_starts_at_sample_k_hop(chunk_seconds: float) -> None:
     samples = 40 * H - 123
     ramp = np.arange(samples, dtype=np.float32)[None]
     lat = encode_array(_engine(AlignmentModel(), chunk_seconds=chunk_seconds), ramp, 44100, "r")
     assert lat.frames == 40
-    centres = np.arange(39) * H + H / 2  # the last frame runs past the end (zeros)
+    # Frame k's STFT frames cover samples [k·H, (k+1)·H + n_fft - hop), as in linear-cae: their
+    # centres average to k·H + H/2 + (n_fft - hop)/2. The last frame runs past the end (zeros).
+    centres = np.arange(39) * H + H / 2 + 768
     np.testing.assert_allclose(lat.latents[0, 0, :39].numpy(), centres, rtol=1e-6)
     assert lat.meta.chunking["chunk_frames"] == round(chunk_seconds * 44100 / H)
 
@@ -87,8 +93,8 @@ def test_decoding_frames_a_to_b_gives_samples_a_hop_to_b_hop(chunk_seconds: floa
     lat = encode_array(engine, np.arange(23 * H, dtype=np.float32)[None], 44100, "r")
     audio, rate = decode_to_array(engine, lat)
     assert rate == 44100 and audio.shape == (1, 23 * H)
-    expected = (np.arange(23 * H) // H) * H + H / 2
-    np.testing.assert_allclose(audio[0], expected, rtol=1e-6)
+    expected = (np.arange(22 * H) // H) * H + H / 2 + 768  # the last frame runs past the end
+    np.testing.assert_allclose(audio[0, : 22 * H], expected, rtol=1e-6)
 
 
 def test_decoded_audio_is_trimmed_and_resampled_back_to_the_source() -> None:
@@ -223,9 +229,8 @@ def test_no_seams_in_latents_at_chunk_boundaries(tiny: object) -> None:
     noise = (0.1 * np.random.default_rng(0).standard_normal(frames * H)).astype(np.float32)
     engine = _engine(tiny, chunk_seconds=0.5)
     chunked = encode_array(engine, noise[None], 44100, "noise").latents[0]
-    pad = engine.framing.alignment_offset
     with torch.inference_mode():
-        whole = tiny.encode(torch.from_numpy(np.pad(noise, pad))[None])[0]  # type: ignore[attr-defined]
+        whole = tiny.encode(torch.from_numpy(noise)[None])[0]  # type: ignore[attr-defined]
     error = ((chunked - whole).norm(dim=0) / whole.norm(dim=0).mean()).numpy()
     near, far = _boundary_frames(frames, engine.spec.chunk_frames, engine.spec.margin_frames)
     assert len(near) >= 8 and len(far) >= 8
@@ -241,11 +246,10 @@ def test_no_seams_in_decoded_audio_at_chunk_boundaries(tiny: object) -> None:
     engine = _engine(tiny, chunk_seconds=0.5)
     lat = encode_array(engine, noise[None], 44100, "noise")
     chunked, _ = decode_to_array(engine, lat)
-    pad = engine.framing.alignment_offset
     with torch.inference_mode():
         noise = decoding_noise(tiny.config, 0, 0, frames)  # type: ignore[attr-defined]
         initial = noise[None] * tiny.config.sigma_max  # type: ignore[attr-defined]
-        whole = tiny.decode(lat.latents, initial_noise=initial)[0, pad : pad + frames * H]  # type: ignore[attr-defined]
+        whole = tiny.decode(lat.latents, initial_noise=initial)[0, : frames * H]  # type: ignore[attr-defined]
     error = np.sqrt(((chunked[0] - whole.numpy()) ** 2).reshape(frames, H).mean(axis=1))
     error /= np.sqrt(np.mean(whole.numpy() ** 2))
     near, far = _boundary_frames(frames, engine.spec.chunk_frames, engine.spec.margin_frames)

@@ -228,11 +228,53 @@ def test_newer_minor_version_accepted_and_extra_keys_ignored():
         (lambda d: d.update(model_sha256="xyz"), "64 lowercase hex"),
         (lambda d: d.update(provenance=[1]), "provenance entries"),
         (lambda d: d.update(format_version="1.1"), "format fields disagree"),
+        (lambda d: d.update(num_samples=80 * 48000), r"80.000 s .*which is 862 latent frame"),
+        (lambda d: d.update(source_sample_rate=4800), r"which is 40 latent frame.*hold 4 "),
+        (lambda d: d.update(latent_hop_samples=2048, latent_rate_hz=44100 / 2048), "hold 4 "),
+        (lambda d: d.update(source_sample_rate=48000 * 300), "source_sample_rate .* implausible"),
+        (lambda d: d.update(source_sample_rate=100), "source_sample_rate .* implausible"),
+        (lambda d: d.update(scale_factor=0), "scale_factor must be finite and positive"),
+        (lambda d: d.update(scale_factor=-1.5), "scale_factor must be finite and positive"),
+        (lambda d: d.update(chunking={"chunk_seconds": float("nan")}), "unreadable 'lincae'"),
     ],
 )
 def test_inconsistent_metadata_rejected(edit, message):
-    with pytest.raises(LincaeError, match=f"x.lat: .*{message}"):
+    with pytest.raises(LincaeError, match=f"x.lat: .*{message}") as raised:
         lat_from_bytes(rebuild(VALID_BYTES, edit_document=edit), "x.lat")
+    assert "\n" not in str(raised.value)
+
+
+def test_frames_follow_num_samples_at_the_model_rate():
+    """ceil(resampled_length(N, source, model) / hop): the last frame may be partly silence."""
+    lat = make_lat(frames=4)  # 4 frames of 4096 samples at 44100 Hz; the source is at 48000 Hz
+
+    def at_model_rate(n: int) -> int:  # n * 44100 / 48000 rounded half up
+        return (2 * n * 44100 + 48000) // (2 * 48000)
+
+    fitting = [n for n in range(1, 20000) if 3 * 4096 < at_model_rate(n) <= 4 * 4096]
+    for num_samples in (fitting[0], fitting[-1]):
+        meta = dataclasses.replace(lat.meta, num_samples=num_samples)
+        assert meta.expected_frames == 4
+        lat_from_bytes(lat_to_bytes(LatentFile(lat.latents, meta)))
+    too_long = dataclasses.replace(lat.meta, num_samples=fitting[-1] + 1)
+    assert too_long.model_rate_samples == 4 * 4096 + 1 and too_long.expected_frames == 5
+    too_short = dataclasses.replace(lat.meta, num_samples=fitting[0] - 1)
+    with pytest.raises(LincaeError, match="short.lat: .* 3 latent frame.* hold 4"):
+        lat_to_bytes(LatentFile(lat.latents, too_short), name="short.lat")
+    with pytest.raises(LincaeError, match="long.lat: header says .* 5 latent frame.* hold 4"):
+        lat_to_bytes(LatentFile(lat.latents, too_long), name="long.lat")
+
+
+def test_header_of_80_s_over_8_s_of_latents_is_refused(tmp_path):
+    """The reported case: the header claims ten times the audio the latents hold."""
+    frames = 87  # 8 s at 44100 Hz with a 4096-sample hop
+    lat = make_lat(channels=1, frames=frames)
+    meta = dataclasses.replace(lat.meta, source_sample_rate=44100, num_samples=8 * 44100)
+    good = lat_to_bytes(LatentFile(lat.latents, meta))
+    path = tmp_path / "song.lat"
+    path.write_bytes(rebuild(good, edit_document=lambda d: d.update(num_samples=80 * 44100)))
+    with pytest.raises(LincaeError, match=r"song.lat: header says 80.000 s .* hold 87 \(8.081 s\)"):
+        read_lat(path)
 
 
 @pytest.mark.parametrize("bad_value", [float("nan"), float("inf")])

@@ -176,7 +176,7 @@ class ConsistencyLoss(nn.Module):
         target = model.frontend.to_representation(targets_audio).contiguous(memory_format=cl)
         noise = noise.contiguous(memory_format=cl)
         with self._autocast(device):
-            pyramid = model.pyramid(cond)
+            pyramid, _ = model.pyramid(cond)
             student = model.unet(target + sigma[:, None, None, None] * noise, sigma, pyramid)
             with torch.no_grad():
                 teacher = model.unet(

@@ -11,26 +11,22 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from lincae_cli.audio.io import AUDIO_EXTENSIONS, is_audio_path
-from lincae_cli.batch.inputs import Failure, InputFile, expand_inputs, read_stdin_once
-from lincae_cli.batch.plan import (
-    Task,
-    check_single_output,
-    make_parent_folder,
-    plan_outputs,
-    triage,
-)
+from lincae_cli.batch.inputs import InputFile, read_stdin_once
+from lincae_cli.batch.plan import Task, check_single_output, make_parent_folder
 from lincae_cli.batch.result import BatchResult
+from lincae_cli.batch.shares import plan_shares
 from lincae_cli.errors import LincaeError
 from lincae_cli.paths import LAT_SUFFIX, STDIO, is_lat_path, is_stdio
 
 if TYPE_CHECKING:
     from lincae_cli.audio.sink import OutputOptions
+    from lincae_cli.batch.run_manifest import RunManifest
     from lincae_cli.engine.inference import Engine, EngineOptions
     from lincae_cli.engine.jobs import Job
     from lincae_cli.engine.runner import JobOutcome, ProgressListener
@@ -66,27 +62,49 @@ def encode_files(
     dtype: str = "float16",
     skip_existing: bool = False,
     force: bool = False,
+    manifest: bool = False,
     result: BatchResult | None = None,
 ) -> BatchResult:
     """Encode audio files, folders (recursively, mirrored under a folder ``output``), glob
     patterns or ``-`` (stdin) into ``.lat`` files; ``output`` None writes each beside its
-    input. Returns what happened to every input (added to ``result`` when given)."""
+    input. Returns what happened to every input (added to ``result`` when given).
+
+    ``manifest`` (``output`` a folder): report every input to this process's part of the
+    folder's manifest (batch/manifest.py), and with ``skip_existing`` deal only the work that
+    earlier attempts left undone among torchrun's ranks."""
     from lincae_cli.latents.latfile import check_dtype
 
     check_dtype(dtype)
     if output not in (None, STDIO) and is_audio_path(output):
         raise LincaeError(f"{output}: encode writes .lat files; name the output *.lat")
     result = result if result is not None else BatchResult("encode")
-    options = inference.engine_options()
-    tasks, shard = _plan(inputs, output, AUDIO_EXTENSIONS, "audio", LAT_SUFFIX, is_lat_path, result)
-    tasks = _runnable(tasks, force, skip_existing, result)
-    if not tasks:
-        return result
+    inference.engine_options()  # invalid options fail before any work
+    tasks, shard, run_manifest = plan_shares(
+        inputs, output, AUDIO_EXTENSIONS, "audio", LAT_SUFFIX, is_lat_path, result,
+        force=force, skip_existing=skip_existing, manifest=manifest,
+    )  # fmt: skip
+    try:
+        if tasks:
+            _encode_tasks(tasks, shard, inference, dtype, result, run_manifest)
+    finally:
+        if run_manifest is not None:
+            run_manifest.close()
+    return result
+
+
+def _encode_tasks(
+    tasks: list[Task],
+    shard: ShardInfo,
+    inference: Inference,
+    dtype: str,
+    result: BatchResult,
+    run_manifest: RunManifest | None,
+) -> None:
     from lincae_cli.audio.sources import open_audio_source
     from lincae_cli.engine.inference import Engine
     from lincae_cli.latents.latfile import write_lat
 
-    engine = Engine.load(inference.model, options, shard)
+    engine = Engine.load(inference.model, inference.engine_options(), shard)
     stdin_bytes = read_stdin_once([task.input for task in tasks])
     jobs: list[tuple[Task, Job]] = []
     for task in tasks:
@@ -105,6 +123,8 @@ def encode_files(
         except LincaeError as error:
             result.failed(task.input.name, str(error))
             continue
+        if run_manifest is not None:
+            run_manifest.done(task, lat)
         result.ok(
             task.input.name,
             task.output,
@@ -113,7 +133,6 @@ def encode_files(
             frames=lat.frames,
             loudness_lufs=lat.meta.source_loudness_lufs,
         )
-    return result
 
 
 # -- decode -----------------------------------------------------------------------------------
@@ -155,8 +174,10 @@ def decode_files(
         raise LincaeError(f"{output}: decode writes audio; name the output .wav, .flac, ...")
     result = result if result is not None else BatchResult("decode")
     inference.engine_options()  # invalid options fail before any work
-    tasks, shard = _plan(inputs, output, {LAT_SUFFIX}, ".lat", suffix, is_audio_path, result)
-    tasks = _runnable(tasks, force, skip_existing, result)
+    tasks, shard, _ = plan_shares(
+        inputs, output, {LAT_SUFFIX}, ".lat", suffix, is_audio_path, result,
+        force=force, skip_existing=skip_existing,
+    )  # fmt: skip
     groups: dict[str, list[DecodeTarget]] = {}
     for task in tasks:
         try:
@@ -283,45 +304,6 @@ def save_result(
 # -- shared steps -----------------------------------------------------------------------------
 
 
-def _plan(
-    args: Sequence[str | os.PathLike[str]],
-    output: str | None,
-    suffixes: Collection[str],
-    kind: str,
-    output_suffix: str,
-    is_output_file: Callable[[str], bool],
-    result: BatchResult,
-) -> tuple[list[Task], ShardInfo]:
-    """This rank's tasks: inputs expanded, paired with outputs and shared among torchrun's
-    processes by file size; every input dropped on the way is recorded as failed."""
-    from lincae_cli.engine.shard import shard_info, shard_items
-
-    shard = shard_info()
-    files, failures = expand_inputs([os.fspath(arg) for arg in args], suffixes, kind)
-    result.fail_all(failures)
-    tasks, failures = plan_outputs(files, output, output_suffix, is_output_file)
-    result.fail_all(failures)
-    tasks = shard_items(tasks, [_input_bytes(task.input) for task in tasks], shard)
-    if shard.is_distributed:
-        result.info.update(rank=shard.rank, world_size=shard.world_size)
-    return tasks, shard
-
-
-def _runnable(
-    tasks: list[Task], force: bool, skip_existing: bool, result: BatchResult
-) -> list[Task]:
-    runnable = []
-    for task in tasks:
-        verdict = triage(task, force, skip_existing)
-        if verdict is None:
-            runnable.append(task)
-        elif isinstance(verdict, Failure):
-            result.failed(verdict.name, verdict.message)
-        else:
-            result.skipped(task.input.name, task.output)
-    return runnable
-
-
 def _run(
     engine: Engine,
     jobs: list[tuple[T, Job]],
@@ -338,10 +320,3 @@ def _run(
                 result.failed(outcome.job.name, str(outcome.error))
                 continue
             yield made_for[outcome.job], outcome
-
-
-def _input_bytes(item: InputFile) -> float:
-    try:
-        return float(item.path.stat().st_size) if item.path is not None else 0.0
-    except OSError:
-        return 0.0

@@ -16,6 +16,7 @@ from lincae_cli.cli.decode import DECODE_HELP, decode
 from lincae_cli.cli.encode import ENCODE_HELP, encode
 from lincae_cli.cli.eval import EVAL_HELP, eval_command
 from lincae_cli.cli.info import INFO_HELP, info
+from lincae_cli.cli.manifest import MANIFEST_HELP, manifest
 from lincae_cli.cli.models import MODELS_HELP, models_app
 from lincae_cli.cli.ops import GAIN_HELP, MIX_HELP, SUBTRACT_HELP, gain, mix, subtract
 from lincae_cli.cli.options import Command, Group
@@ -98,6 +99,7 @@ app.command("gain", cls=Command, help=GAIN_HELP, context_settings={"ignore_unkno
 )
 app.command("subtract", cls=Command, help=SUBTRACT_HELP)(subtract)
 app.command("info", cls=Command, help=INFO_HELP)(info)
+app.command("manifest", cls=Command, help=MANIFEST_HELP)(manifest)
 app.add_typer(models_app, name="models", help=MODELS_HELP)
 app.command("eval", cls=Command, help=EVAL_HELP)(eval_command)
 app.command("train", cls=Command, help=TRAIN_HELP)(train)

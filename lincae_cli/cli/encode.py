@@ -34,8 +34,15 @@ Examples:
   cat song.wav | lincae encode - -o - > song.lat
 
   torchrun --nproc-per-node 2 --no-python lincae encode music/ -o latents/
+
+  torchrun ... lincae encode music/ -o latents/ --manifest --skip-existing   (resumable)
 """
 
+_MANIFEST_HELP = (
+    "Report every input to a manifest in the -o folder (one JSON line per input and process; "
+    "merge with `lincae manifest FOLDER`). With --skip-existing under torchrun, only the work "
+    "earlier runs left undone is shared out, balanced again."
+)
 _OUTPUT_HELP = (
     "A .lat file (one input), - for stdout, or a folder. "
     "Default: each input's name with .lat, beside it."
@@ -47,6 +54,7 @@ def encode(
     inputs: Annotated[list[str], inputs_argument("Audio files")],
     output: Annotated[str | None, output_option(_OUTPUT_HELP)] = None,
     dtype: DtypeOption = "float16",
+    manifest: Annotated[bool, typer.Option("--manifest", help=_MANIFEST_HELP)] = False,
     engine_args: EngineArgs = EngineArgs(),
     batch: FileBatchArgs = FileBatchArgs(),
 ) -> None:
@@ -60,6 +68,7 @@ def encode(
         dtype=dtype,
         skip_existing=batch.skip_existing,
         force=batch.force,
+        manifest=manifest,
         result=reporter.result,
     )
     raise typer.Exit(reporter.finish())

@@ -38,7 +38,8 @@ def _models(ctx: typer.Context, json_output: JsonOption = False) -> None:
 @models_app.command(
     "list",
     cls=Command,
-    help="Table of known models: name, kind, source, whether it is on this machine.\n\n"
+    help="Table of known models: name, kind, whether it is on this machine (local), source "
+    "and description.\n\n"
     "Examples:\n\n  lincae models list\n\n  lincae models list --json",
 )
 def list_models_command(json_output: JsonOption = False) -> None:
@@ -59,21 +60,22 @@ def list_models_command(json_output: JsonOption = False) -> None:
     if json_output:
         print_json(rows)
         return
+    from rich import box
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title="lincae models")
-    for column in ("name", "kind", "source", "on this machine", "description"):
-        table.add_column(column)
+    table = Table(title="lincae models", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    for column in ("name", "kind", "local"):
+        table.add_column(column, no_wrap=True)
+    # The source is an address to read or copy: it gets the width the short columns leave, over
+    # the description beneath it, and folds onto more lines rather than being shortened.
+    table.add_column("source and description", overflow="fold")
     for row in rows:
-        name = row["name"] + (" (default)" if row["default"] else "")
-        table.add_row(
-            name,
-            row["kind"],
-            row["source"],
-            "yes" if row["available"] else "no",
-            row["description"],
-        )
+        about = Text(row["source"])
+        about.append("\n" + row["description"], style="dim")
+        name = row["name"] + ("\n(default)" if row["default"] else "")
+        table.add_row(name, row["kind"], "yes" if row["available"] else "no", about)
     Console().print(table)
 
 

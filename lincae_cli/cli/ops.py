@@ -242,4 +242,22 @@ def read_inputs(args: list[str]) -> tuple[list[LatentFile], list[str]]:
                 f"{arg}: is audio, not a .lat file; encode it first with `lincae encode`"
             )
     names = [STDIN_NAME if is_stdio(arg) else arg for arg in args]
-    return [read_lat(arg) for arg in args], names
+    files = [read_lat(arg) for arg in args]
+    if len(files) > 1:
+        _warn_about_chunking(files, names)
+    return files, names
+
+
+def _warn_about_chunking(files: list[LatentFile], names: list[str]) -> None:
+    from lincae_cli.cli.render import warning_line
+    from lincae_cli.latents.ops import chunking_differs
+
+    if chunking_differs(files):
+        settings = ", ".join(
+            f"{name}: {file.meta.chunking.get('chunk_seconds', '?')} s"
+            for file, name in zip(files, names, strict=True)
+        )
+        warning_line(
+            f"inputs were encoded with different chunk settings ({settings}); latents of files "
+            "longer than a chunk differ slightly near chunk boundaries"
+        )

@@ -1,16 +1,20 @@
 """Chunk planning and crossfade maths: long audio in fixed-size, overlapping pieces.
 
-Time is counted in latent frames: frame ``k`` covers model-rate samples ``[k·H, (k+1)·H)``
-with ``H = latent_hop_samples``. A sequence of ``L`` frames is cut into chunks whose *cores*
-tile ``[0, L)``, ``chunk_frames`` each (the last core may be shorter). Each chunk is processed
-as a *window*: its core plus ``margin_frames`` of context on both sides, always
-``chunk_frames + 2·margin_frames`` long (zeros beyond the ends of the file), so that every
-forward pass has the same shape whatever the file.
+Time is counted in latent frames. Frame ``k`` is computed from the STFT frames ``[k·2^d,
+(k+1)·2^d)`` of the model-rate audio, STFT frame ``i`` covering samples ``[i·hop, i·hop +
+n_fft)``, as in the reference packages: a file of ``N`` samples has ``ceil(F / 2^d)`` latent
+frames, ``F = (N - n_fft) // hop + 1`` STFT frames (at least one; latents/framing.py).
+A sequence of ``L`` frames is cut into chunks whose *cores* tile ``[0, L)``, ``chunk_frames``
+each (the last core may be shorter). Each chunk is processed as a *window* of
+``chunk_frames + 2·margin_frames`` frames: its core plus ``margin_frames`` of context on both
+sides, except where the file begins (the first window starts at frame 0) or ends (frames past
+the end are padding, which the network ignores exactly: see nn/layers.py).
 
-Neighbouring windows overlap by ``2·margin_frames``. Their outputs are blended by an
-equal-gain linear crossfade ``crossfade_frames`` long, centred on the boundary between the two
-cores; the rest of each margin is discarded (overlap-save). With ``crossfade_frames = 0``
-windows are cut hard at the core boundaries.
+Neighbouring windows overlap. Their outputs are blended by an equal-gain linear crossfade
+``crossfade_frames`` long, centred on the boundary between the two cores; the rest of each
+margin is discarded (overlap-save). With ``crossfade_frames = 0`` windows are cut hard at the
+core boundaries. A file that fits in one core is computed in one window, exactly as the model
+computes it unchunked, whatever the chunk length.
 
 Everything here is pure: numbers and numpy arrays in, numbers and numpy arrays out. The same
 maths serves latents (one position per frame, ``unit = 1``) and audio (``unit = H`` positions
@@ -33,6 +37,8 @@ DEFAULT_CHUNK_SECONDS = 10.0
 # computed almost as if the file had not been cut.
 DEFAULT_MARGIN_FRAMES = 8
 DEFAULT_CROSSFADE_FRAMES = 8
+# Shortest window: files this short are rare, and smaller shapes would only add kernels.
+SMALLEST_BUCKET = 8
 
 
 @dataclass(frozen=True)
@@ -69,20 +75,21 @@ class ChunkSpec:
             "crossfade_frames": self.crossfade_frames,
             "window_frames": self.window_frames,
             "overlap_seconds": round(2 * self.margin_frames / latent_rate_hz, 6),
-            "padding": "zeros",
+            "padding": "exact",
         }
 
 
 @dataclass(frozen=True)
 class Window:
     """One chunk: its window ``[start, start + window_frames)`` and core ``[core_start,
-    core_stop)``, in latent frames; ``start`` is negative for the first chunk."""
+    core_stop)``, in latent frames; ``start`` is never negative."""
 
     index: int
     start: int
     core_start: int
     core_stop: int
     is_last: bool
+    frames: int  # the window's length: window_frames, or a bucket size for a file in one chunk
 
 
 def chunk_frames_for_seconds(chunk_seconds: float, sample_rate: int, latent_hop: int) -> int:
@@ -92,9 +99,14 @@ def chunk_frames_for_seconds(chunk_seconds: float, sample_rate: int, latent_hop:
     return max(1, round(chunk_seconds * sample_rate / latent_hop))
 
 
-def latent_frames_for_samples(num_samples: int, latent_hop: int) -> int:
-    """Latent frames covering ``num_samples`` model-rate samples: ``ceil(N / H)``."""
-    return -(-num_samples // latent_hop)
+def bucket_frames(frames: int, spec: ChunkSpec) -> int:
+    """The window length for a file of ``frames`` that fits in one chunk: the smallest power
+    of two (at least `SMALLEST_BUCKET`) that holds it, at most ``window_frames``. A few fixed
+    sizes keep the shapes the network sees stable while short files cost little."""
+    bucket = SMALLEST_BUCKET
+    while bucket < frames:
+        bucket *= 2
+    return min(bucket, spec.window_frames)
 
 
 def plan_chunks(total_frames: int, spec: ChunkSpec) -> list[Window]:
@@ -102,16 +114,18 @@ def plan_chunks(total_frames: int, spec: ChunkSpec) -> list[Window]:
     if total_frames < 1:
         raise ValueError(f"total_frames must be at least 1, got {total_frames}")
     count = -(-total_frames // spec.chunk_frames)
+    width = spec.window_frames if count > 1 else bucket_frames(total_frames, spec)
     windows = []
     for index in range(count):
         core_start = index * spec.chunk_frames
         windows.append(
             Window(
                 index=index,
-                start=core_start - spec.margin_frames,
+                start=max(0, core_start - spec.margin_frames),
                 core_start=core_start,
                 core_stop=min(core_start + spec.chunk_frames, total_frames),
                 is_last=index == count - 1,
+                frames=width,
             )
         )
     return windows
@@ -139,17 +153,22 @@ def window_weights(window: Window, spec: ChunkSpec, unit: int = 1) -> WindowWeig
     """
     # Relative to its window, the weights depend only on these, so a long file reuses them.
     return _relative_weights(
-        spec, window.index == 0, window.is_last, window.core_stop - window.core_start, unit
+        spec,
+        window.index == 0,
+        window.is_last,
+        window.core_stop - window.core_start,
+        window.core_start - window.start,
+        unit,
     )
 
 
 @functools.lru_cache(maxsize=64)
 def _relative_weights(
-    spec: ChunkSpec, first: bool, last: bool, core_frames: int, unit: int
+    spec: ChunkSpec, first: bool, last: bool, core_frames: int, lead_frames: int, unit: int
 ) -> WindowWeights:
     half = spec.crossfade_frames * unit // 2
     fade = spec.crossfade_frames * unit
-    # A window whose core starts at frame 0 (its start is then -margin_frames).
+    # Positions relative to the core's start, which lies `lead_frames` into the window.
     begin = 0 if first else -half
     end = core_frames * unit + (0 if last else half)
     weights = np.ones(end - begin, dtype=np.float32)
@@ -161,7 +180,7 @@ def _relative_weights(
         ramp_start = core_frames * unit - half - begin
         weights[ramp_start:] = 1.0 - rising
     weights.flags.writeable = False
-    origin = -spec.margin_frames * unit
+    origin = -lead_frames * unit
     return WindowWeights(begin - origin, end - origin, weights)
 
 

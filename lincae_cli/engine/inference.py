@@ -185,32 +185,47 @@ class Engine:
         yield from run_jobs(jobs, forward, self.batch_size, progress)
 
     def _batch(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-        # Every pass has exactly `batch_size` examples: kernels chosen for another batch size
-        # can round differently, and results must not depend on what else is in the batch.
-        stacked = torch.stack(list(tensors))
-        padding = self.batch_size - len(tensors)
-        if padding > 0:
-            stacked = torch.cat([stacked, stacked.new_zeros((padding, *stacked.shape[1:]))])
+        """The tensors stacked, zero-padded at the end of time to the longest, and padded with
+        zero examples to `batch_size`: every pass has exactly `batch_size` examples (kernels
+        chosen for another batch size round differently), and padding never changes results
+        (padding-exact execution)."""
+        width = max(tensor.shape[-1] for tensor in tensors)
+        stacked = torch.zeros((self.batch_size, *tensors[0].shape[:-1], width))
+        for row, tensor in enumerate(tensors):
+            stacked[row, ..., : tensor.shape[-1]] = tensor
         return stacked.to(self.device)
 
     def _encode_windows(self, items: Sequence[WindowItem]) -> np.ndarray:
-        """Latents ``[n, latent_channels, window_frames]`` of the items' audio windows."""
+        """Latents ``[n, latent_channels, frames]`` of the items' audio windows (the longest
+        window's frames)."""
+        data = self._batch([item.data for item in items])
+        per_latent = self.config.frames_per_latent
+        full = (data.shape[-1] - self.framing.overhang) // self.config.latent_hop_samples
         with torch.inference_mode():
-            latents = self.model.encode(self._batch([item.data for item in items]))
+            latents = self.model.encode(data, self._valid(items, full * per_latent))
             return latents[: len(items)].float().cpu().numpy()
 
     def _decode_windows(self, items: Sequence[WindowItem]) -> np.ndarray:
-        """Model-rate audio ``[n, window_frames·H]`` aligned with the items' windows."""
+        """Model-rate audio ``[n, frames·H + n_fft - hop]`` of the items' windows, from their
+        first STFT frame on (the longest window's frames)."""
         noise = self._batch([item.noise for item in items])  # type: ignore[misc]
+        data = self._batch([item.data for item in items])
         with torch.inference_mode():
             audio = self.model.decode(
-                self._batch([item.data for item in items]),
+                data,
                 steps=1,
                 initial_noise=noise * self.config.sigma_max,
+                valid=self._valid(items, data.shape[-1]),
             )
-        begin = self.framing.alignment_offset
-        width = self.framing.spec.window_frames * self.config.latent_hop_samples
-        return audio[: len(items), begin : begin + width].float().cpu().numpy()
+        return audio[: len(items)].float().cpu().numpy()
+
+    def _valid(self, items: Sequence[WindowItem], full: int) -> torch.Tensor | None:
+        """Real frames per example of a batch (the filler examples count as full), or None
+        when nothing is padding, which runs the network unmasked."""
+        valid = [item.valid for item in items] + [full] * (self.batch_size - len(items))
+        if all(count == full for count in valid):
+            return None
+        return torch.tensor(valid, device=self.device)
 
 
 # -- one-shot helpers for the library API ---------------------------------------------------

@@ -26,11 +26,16 @@ from lincae_cli.engine.chunks import (
     Window,
     cut_windows,
     finished_until,
-    latent_frames_for_samples,
     plan_chunks,
     window_weights,
 )
 from lincae_cli.errors import LincaeError
+from lincae_cli.latents.framing import (
+    FRAMING_KEYS,
+    framing_of,
+    latent_frames_for_samples,
+    stft_frames_for_samples,
+)
 from lincae_cli.latents.latfile import LatentFile, LatentMeta, provenance_entry
 from lincae_cli.nn.autoencoder import decoding_noise
 from lincae_cli.nn.config import ModelConfig
@@ -54,10 +59,24 @@ class Framing:
         return self.config.latent_hop_samples
 
     @property
-    def alignment_offset(self) -> int:
-        """Left padding that centres STFT frame j on sample j·hop + hop/2, so that latent frame
-        k covers samples [k·H, (k+1)·H)."""
-        return (self.config.n_fft - self.config.hop) // 2
+    def overhang(self) -> int:
+        """Samples past frame k's own ``H`` that its last STFT frame reaches: n_fft - hop."""
+        return self.config.n_fft - self.config.hop
+
+    @property
+    def stft_metadata(self) -> dict[str, int]:
+        """How the audio was framed, for the ``chunking`` entry of a .lat: STFT frame 0 starts
+        at the audio's first sample (the reference packages' framing), hop and n_fft (which
+        give the frame count, see `latent_frames`)."""
+        stft = {"stft_start_sample": 0, "stft_hop": self.config.hop, "n_fft": self.config.n_fft}
+        assert tuple(stft) == FRAMING_KEYS
+        return stft
+
+    def latent_frames(self, num_samples: int) -> int:
+        config = self.config
+        return latent_frames_for_samples(
+            num_samples, config.hop, config.n_fft, config.frames_per_latent
+        )
 
 
 class JobState(enum.Enum):
@@ -75,6 +94,7 @@ class WindowItem:
     window: Window
     channel: int
     data: torch.Tensor  # encode: audio [samples]; decode: latents [latent_channels, frames]
+    valid: int  # real frames of `data`, the rest is padding: encode STFT frames, decode latent
     noise: torch.Tensor | None = None  # decode: [2, freq_bins, frames · frames_per_latent]
 
 
@@ -144,7 +164,7 @@ class EncodeJob(Job):
     def __init__(self, framing: Framing, source: AudioSource, input_name: str | None = None):
         model_rate = framing.config.sample_rate
         self.model_samples = resampled_length(source.num_samples, source.sample_rate, model_rate)
-        frames = latent_frames_for_samples(self.model_samples, framing.latent_hop)
+        frames = framing.latent_frames(self.model_samples)
         super().__init__(framing, source.name, source.duration_seconds, source.channels, frames)
         self.source = source
         self.input_name = input_name or source.name
@@ -153,14 +173,20 @@ class EncodeJob(Job):
         )
 
     def windows(self) -> Iterator[WindowItem]:
-        framing = self.framing
-        hop, pad, width = framing.latent_hop, framing.alignment_offset, framing.spec.window_frames
-        spans = [(w.start * hop - pad, (w.start + width) * hop + pad) for w in self.plan]
-        blocks = self.source.model_rate_blocks(framing.config.sample_rate)
+        framing, config = self.framing, self.framing.config
+        hop = framing.latent_hop
+        # A window of W latent frames is 2^d·W STFT frames: W·H + overhang samples.
+        spans = [(w.start * hop, (w.start + w.frames) * hop + framing.overhang) for w in self.plan]
+        blocks = self.source.model_rate_blocks(config.sample_rate)
         for window, audio in zip(self.plan, cut_windows(blocks, spans, self.channels), strict=True):
             data = torch.from_numpy(audio)
+            remaining = self.model_samples - window.start * hop
+            valid = min(
+                stft_frames_for_samples(remaining, config.hop, config.n_fft),
+                window.frames * config.frames_per_latent,
+            )
             for channel in range(self.channels):
-                yield WindowItem(self, window, channel, data[channel])
+                yield WindowItem(self, window, channel, data[channel], valid)
 
     def accept(self, item: WindowItem, output: np.ndarray) -> None:
         weights = window_weights(item.window, self.framing.spec, unit=1)
@@ -179,7 +205,7 @@ class EncodeJob(Job):
             channels=self.channels,
             latent_rate_hz=config.latent_rate_hz,
             latent_hop_samples=framing.latent_hop,
-            chunking=framing.spec.to_metadata(config.latent_rate_hz),
+            chunking={**framing.spec.to_metadata(config.latent_rate_hz), **framing.stft_metadata},
             source_loudness_lufs=self.source.loudness_lufs,
             loudness_is_estimate=False,
             provenance=[
@@ -205,8 +231,15 @@ class DecodeJob(Job):
         meta = lat.meta
         self.lat = lat
         self.sink = sink
+        hop = framing.latent_hop
+        # Where STFT frame 0 starts relative to the audio (model-rate samples): 0 since the
+        # reference framing; files from lincae before it centred the frames, -(n_fft - hop)/2.
+        legacy = framing_of(meta.chunking) is None
+        self._skip = framing.overhang // 2 if legacy else 0  # decoded samples before sample 0
+        # The last frame's STFT frames reach `overhang` samples past it (reference framing).
+        reach = self.frames * hop + (framing.overhang if self._skip == 0 else 0)
         self.model_samples = min(
-            self.frames * framing.latent_hop,
+            reach,
             resampled_length(meta.num_samples, meta.source_sample_rate, meta.model_sample_rate),
         )
         self._audio = OverlapAdd(lat.channels, self.model_samples)
@@ -214,21 +247,26 @@ class DecodeJob(Job):
 
     def windows(self) -> Iterator[WindowItem]:
         framing = self.framing
-        width = framing.spec.window_frames
         latents = self.lat.latents
         for window in self.plan:
+            width = window.frames
             chunk = torch.zeros(self.channels, self.lat.latent_channels, width)
-            lo, hi = max(window.start, 0), min(window.start + width, self.frames)
-            chunk[:, :, lo - window.start : hi - window.start] = latents[:, :, lo:hi]
+            hi = min(window.start + width, self.frames)
+            chunk[:, :, : hi - window.start] = latents[:, :, window.start : hi]
             noise = decoding_noise(framing.config, framing.seed, window.start, width)
             for channel in range(self.channels):
-                yield WindowItem(self, window, channel, chunk[channel], noise)
+                yield WindowItem(self, window, channel, chunk[channel], hi - window.start, noise)
 
     def accept(self, item: WindowItem, output: np.ndarray) -> None:
+        """``output``: the decoded window, `[window_frames·H + overhang]` samples from the
+        window's first STFT frame on."""
         window, hop = item.window, self.framing.latent_hop
+        audio = output[self._skip :]
         weights = window_weights(window, self.framing.spec, unit=hop)
-        values = output[weights.begin : weights.end] * weights.values
+        values = audio[weights.begin : weights.end] * weights.values
         self._audio.add(item.channel, window.start * hop + weights.begin, values)
+        if window.is_last:  # the end of the file: what the last STFT frames reach past it
+            self._audio.add(item.channel, window.core_stop * hop, audio[weights.end :])
         self._received[window.index] = self._received.get(window.index, 0) + 1
         if self._received[window.index] == self.channels:  # every channel: write what is final
             until = finished_until(window, self.framing.spec, self.model_samples, hop)

@@ -7,6 +7,8 @@ talking to the others: no process group is needed.
 
 from __future__ import annotations
 
+import heapq
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,16 +17,23 @@ from typing import TypeVar
 from lincae_cli.errors import LincaeError
 
 T = TypeVar("T")
+_MIN_COST = 1e-3
 
 
 @dataclass(frozen=True)
 class ShardInfo:
-    """This process's place in a launch (rank 0 of 1 outside torchrun)."""
+    """This process's place in a launch (rank 0 of 1 outside torchrun).
+
+    ``attempt`` names this launch the same way in every process: torchrun's run id (random with
+    ``--standalone``, ``--rdzv-id`` otherwise, ``none`` by default) and its restart count; None
+    when the variables were not set by torchrun.
+    """
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
     local_world_size: int = 1
+    attempt: str | None = None
 
     @property
     def is_distributed(self) -> bool:
@@ -50,23 +59,38 @@ def shard_info(environ: Mapping[str, str] | None = None) -> ShardInfo:
             f"inconsistent torchrun environment: RANK={rank} WORLD_SIZE={world_size} "
             f"LOCAL_RANK={local_rank} LOCAL_WORLD_SIZE={local_world_size}"
         )
-    return ShardInfo(rank, world_size, local_rank, local_world_size)
+    attempt = None
+    if "TORCHELASTIC_RUN_ID" in env:
+        attempt = f"{env['TORCHELASTIC_RUN_ID']}.{env.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    return ShardInfo(rank, world_size, local_rank, local_world_size, attempt)
+
+
+def assign_shares(costs: Sequence[float], world_size: int) -> list[int]:
+    """The rank that takes each item, balancing the sum of ``costs`` (seconds of audio) per
+    rank: longest item first to the least loaded rank (LPT), ties broken by rank and by the
+    item's place in the list, so every process given the same list computes the same answer.
+
+    The most loaded rank ends with at most ``mean + (1 - 1/world_size) * max(costs)``: within
+    10 % of the mean once no item is longer than a tenth of a rank's share (docs/scale.md).
+    """
+    if world_size < 1:
+        raise ValueError(f"world_size must be at least 1, got {world_size}")
+    costs = [float(c) if math.isfinite(c) and c > 0 else 0.0 for c in costs]
+    heap = [(0.0, rank) for rank in range(world_size)]  # (load, rank): least loaded first
+    owners = [0] * len(costs)
+    for index in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        load, rank = heap[0]
+        owners[index] = rank
+        # A floor spreads items of unknown (zero) cost instead of piling them on one rank.
+        heapq.heapreplace(heap, (load + max(costs[index], _MIN_COST), rank))
+    return owners
 
 
 def shard_items(items: Sequence[T], costs: Sequence[float], info: ShardInfo) -> list[T]:
-    """This rank's share of ``items``, balanced by ``costs`` (e.g. file sizes).
-
-    Greedy longest-first assignment to the least loaded rank, ties broken by rank and input
-    order, so every process computes the same split. The share keeps the input order.
-    """
+    """This rank's share of ``items`` (see `assign_shares`), in the input order."""
     if len(items) != len(costs):
         raise ValueError(f"{len(items)} items but {len(costs)} costs")
     if info.world_size == 1:
         return list(items)
-    loads = [0.0] * info.world_size
-    owner = [0] * len(items)
-    for index in sorted(range(len(items)), key=lambda i: (-costs[i], i)):
-        rank = min(range(info.world_size), key=lambda r: (loads[r], r))
-        owner[index] = rank
-        loads[rank] += max(float(costs[index]), 1.0)
-    return [item for index, item in enumerate(items) if owner[index] == info.rank]
+    owners = assign_shares(costs, info.world_size)
+    return [item for item, owner in zip(items, owners, strict=True) if owner == info.rank]

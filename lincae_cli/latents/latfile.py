@@ -28,8 +28,10 @@ import safetensors.torch
 import torch
 
 from lincae_cli.atomic import atomic_write_bytes
+from lincae_cli.audio.io import resampled_length
 from lincae_cli.errors import LincaeError
 from lincae_cli.latents.container import STORED_DTYPES, read_tensor, split_container
+from lincae_cli.latents.framing import check_framing, expected_frames
 from lincae_cli.paths import input_name, is_stdio, output_name
 from lincae_cli.version import __version__
 
@@ -46,6 +48,9 @@ LAT_DTYPES: dict[str, torch.dtype] = {
 _FLOAT16_MAX = float(torch.finfo(torch.float16).max)
 _SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 _VERSION_PATTERN = re.compile(r"(\d+)\.(\d+)")
+# Sanity bound on source_sample_rate / model_sample_rate (either way): decoding resamples the
+# model-rate audio to the source rate, so a corrupt rate could turn a few frames into gigabytes.
+MAX_RATE_RATIO = 256
 
 PathOrStream = str | os.PathLike[str] | BinaryIO
 
@@ -56,7 +61,8 @@ class LatentMeta:
 
     ``latent_hop_samples`` counts samples at ``model_sample_rate``: frame ``k`` covers the
     source, resampled to the model rate, from sample ``k * latent_hop_samples`` on.
-    ``num_samples`` is the original length at ``source_sample_rate``.
+    ``num_samples`` is the original length at ``source_sample_rate``; it fixes the number of
+    frames (`expected_frames`).
     """
 
     model_name: str
@@ -79,6 +85,16 @@ class LatentMeta:
     def duration_seconds(self) -> float:
         """Length of the original audio in seconds."""
         return self.num_samples / self.source_sample_rate
+
+    @property
+    def model_rate_samples(self) -> int:
+        """Length of the audio resampled to ``model_sample_rate`` (rounded half up, as soxr)."""
+        return resampled_length(self.num_samples, self.source_sample_rate, self.model_sample_rate)
+
+    @property
+    def expected_frames(self) -> int:
+        """Frames the latents must have (the rule: latents/framing.py)."""
+        return expected_frames(self.chunking, self.model_rate_samples, self.latent_hop_samples)
 
     def to_json_dict(self) -> dict[str, Any]:
         """The JSON document stored under the ``lincae`` metadata key."""
@@ -137,11 +153,17 @@ def validate_latent_file(lat: LatentFile, name: str) -> None:
         raise LincaeError(f"{name}: latents have an empty dimension, shape {tuple(latents.shape)}")
     if not bool(torch.isfinite(latents).all()):
         raise LincaeError(f"{name}: latents contain NaN or Inf values")
-    _validate_meta(lat.meta, name)
-    if lat.meta.channels != lat.channels:
+    meta = lat.meta
+    _validate_meta(meta, name)
+    if meta.channels != lat.channels:
         raise LincaeError(
-            f"{name}: metadata says {lat.meta.channels} channel(s) "
-            f"but the latents hold {lat.channels}"
+            f"{name}: metadata says {meta.channels} channel(s) but the latents hold {lat.channels}"
+        )
+    if lat.frames != meta.expected_frames:
+        raise LincaeError(
+            f"{name}: header says {meta.duration_seconds:.3f} s ({meta.num_samples} samples at "
+            f"{meta.source_sample_rate} Hz), which is {meta.expected_frames} latent frame(s), "
+            f"but the latents hold {lat.frames} ({lat.frames / meta.latent_rate_hz:.3f} s)"
         )
 
 
@@ -270,12 +292,17 @@ def _parse_document(value: object, name: str) -> dict[str, Any]:
     if not isinstance(value, str):
         raise LincaeError(f"{name}: corrupt .lat file (missing {META_KEY!r} metadata)")
     try:
-        document = json.loads(value)
+        document = json.loads(value, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         raise LincaeError(f"{name}: corrupt .lat file (unreadable {META_KEY!r} metadata)") from None
     if not isinstance(document, dict):
         raise LincaeError(f"{name}: corrupt .lat file ({META_KEY!r} metadata is not an object)")
     return document
+
+
+def _reject_constant(token: str) -> None:
+    """JSON's NaN and Infinity extensions are not JSON; the spec forbids them."""
+    raise ValueError(f"{token} is not allowed")
 
 
 def _meta_from_document(document: dict[str, Any], name: str) -> LatentMeta:
@@ -338,6 +365,7 @@ def _validate_meta(meta: LatentMeta, name: str) -> None:
     """Value checks (types are checked on parse); raise `LincaeError` naming ``name``."""
     if not _SHA256_PATTERN.fullmatch(meta.model_sha256):
         raise LincaeError(f"{name}: model_sha256 must be 64 lowercase hex digits")
+    check_framing(meta.chunking, meta.latent_hop_samples, name)
     positive_ints = {
         "model_sample_rate": meta.model_sample_rate,
         "source_sample_rate": meta.source_sample_rate,
@@ -348,6 +376,12 @@ def _validate_meta(meta: LatentMeta, name: str) -> None:
     for key, value in positive_ints.items():
         if value < 1:
             raise LincaeError(f"{name}: metadata {key} must be positive, got {value}")
+    ratio = meta.source_sample_rate / meta.model_sample_rate
+    if not 1 / MAX_RATE_RATIO <= ratio <= MAX_RATE_RATIO:
+        raise LincaeError(
+            f"{name}: source_sample_rate {meta.source_sample_rate} Hz is implausible for "
+            f"model_sample_rate {meta.model_sample_rate} Hz (more than {MAX_RATE_RATIO}x apart)"
+        )
     finite_positive = {"scale_factor": meta.scale_factor, "latent_rate_hz": meta.latent_rate_hz}
     for key, value in finite_positive.items():
         if not (math.isfinite(value) and value > 0):

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from lincae_cli.errors import LincaeError
+from lincae_cli.latents.framing import FRAMING_KEYS, framing_of
 from lincae_cli.latents.latfile import LatentFile, LatentMeta, provenance_entry
 
 # A plain number ("0.5", "-1", "2e-1") optionally followed by "dB" (any case, optional space).
@@ -64,6 +65,12 @@ def gain_for_target_lufs(source_lufs: float, target_lufs: float) -> float:
     return db_to_linear(target_lufs - source_lufs)
 
 
+def chunking_differs(files: Sequence[LatentFile]) -> bool:
+    """Whether ``files`` were encoded with different chunk settings (which only matters for
+    files longer than a chunk: their latents then differ slightly near chunk boundaries)."""
+    return any(file.meta.chunking != files[0].meta.chunking for file in files[1:])
+
+
 def check_compatible(
     a: LatentFile, b: LatentFile, name_a: str = "first file", name_b: str = "second file"
 ) -> None:
@@ -90,6 +97,11 @@ def check_compatible(
     for key, value_a, value_b in pairs:
         if value_a != value_b:
             differences.append(f"{key} differs ({name_a}: {value_a}, {name_b}: {value_b})")
+    if framing_of(a.meta.chunking) != framing_of(b.meta.chunking):
+        differences.append(
+            "framed differently in time (one was encoded before lincae took the reference "
+            "packages' framing; re-encode it)"
+        )
     if differences:
         raise LincaeError(
             f"{name_a} and {name_b} are incompatible latent files: " + "; ".join(differences)
@@ -178,13 +190,15 @@ def _weighted_sum(
         {"name": name, "gain_linear": value, "provenance": file.meta.provenance}
         for file, name, value in zip(files, names, gains, strict=True)
     ]
-    chunkings = [file.meta.chunking for file in files]
+    # Differently chunked inputs leave no single chunking to report, but the same framing.
+    chunking = first.meta.chunking
+    if chunking_differs(files):
+        chunking = {key: chunking[key] for key in FRAMING_KEYS if key in chunking}
     meta = dataclasses.replace(
         first.meta,
         source_sample_rate=source_sample_rate,
         num_samples=num_samples,
-        # Differently chunked inputs leave no single chunking to report.
-        chunking=first.meta.chunking if all(c == chunkings[0] for c in chunkings) else {},
+        chunking=chunking,
         provenance=[provenance_entry(op, inputs=inputs, pad=pad)],
         **_mixed_loudness(files, gains),
     )
@@ -195,17 +209,12 @@ def _combined_length(files: Sequence[LatentFile]) -> tuple[int, int]:
     """(source_sample_rate, num_samples) of a sum: the longest input.
 
     Inputs at different source rates are measured at the model rate instead, the only rate
-    they share.
+    they share, rounded as the encoder rounds (so the frame count still follows the length).
     """
     rates = {file.meta.source_sample_rate for file in files}
     if len(rates) == 1:
         return rates.pop(), max(file.meta.num_samples for file in files)
-    model_rate = files[0].meta.model_sample_rate
-    lengths = [
-        math.ceil(file.meta.num_samples * model_rate / file.meta.source_sample_rate)
-        for file in files
-    ]
-    return model_rate, max(lengths)
+    return files[0].meta.model_sample_rate, max(file.meta.model_rate_samples for file in files)
 
 
 def _scaled_loudness(meta: LatentMeta, gain_linear: float) -> dict[str, object]:

@@ -114,29 +114,38 @@ class ConsistencyAutoencoder(nn.Module):
 
     # -- encoding ---------------------------------------------------------------------------
 
-    def encode_representation(self, rep: torch.Tensor) -> torch.Tensor:
-        """Unscaled latents `[batch, C, frames']` of a representation `[batch, 2, F, frames]`."""
+    def encode_representation(
+        self, rep: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Unscaled latents `[batch, C, frames']` of a representation `[batch, 2, F, frames]`
+        of which the first ``valid`` frames (`[batch]`; None: all) are real."""
         with self._autocast():
-            return self.encoder(self._layout(rep)).float()
+            return self.encoder(self._layout(rep), valid).float()
 
-    def encode(self, audio: torch.Tensor) -> torch.Tensor:
-        """Audio `[batch, samples]` at the model rate -> scaled latents `[batch, C, frames']`.
+    def encode(self, audio: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Audio `[batch, samples]` at the model rate -> scaled latents `[batch, C, frames']`,
+        with `latent_frames(samples)` frames, as the reference packages compute them.
 
-        The STFT frame count must be a multiple of `frames_per_latent` for every frame to count;
-        the inference engine pads audio so that it is.
+        ``valid`` (`[batch]`, None: all) counts the real STFT frames of each example: the rest
+        is padding, and the first ceil(valid / 2^d) latent frames come out as if the audio
+        stopped there (padding-exact execution).
         """
         rep = self.frontend.to_representation(audio)
-        return self.encode_representation(rep) * self.config.scale_factor
+        return self.encode_representation(rep, valid) * self.config.scale_factor
 
     # -- decoding ---------------------------------------------------------------------------
 
     def denoise(
-        self, noisy: torch.Tensor, sigma: torch.Tensor | float, pyramid: list[torch.Tensor]
+        self,
+        noisy: torch.Tensor,
+        sigma: torch.Tensor | float,
+        pyramid: list[torch.Tensor],
+        valids: list[torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
         """One application of the consistency function (fp32 output)."""
         sigma_t = torch.as_tensor(sigma, dtype=torch.float32, device=noisy.device)
         with self._autocast():
-            return self.unet(self._layout(noisy), sigma_t, pyramid)
+            return self.unet(self._layout(noisy), sigma_t, pyramid, valids)
 
     def decode_representation(
         self,
@@ -144,12 +153,16 @@ class ConsistencyAutoencoder(nn.Module):
         steps: int = 1,
         seed: int = 0,
         initial_noise: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Scaled latents `[batch, C, L]` -> representation `[batch, 2, F, L·2^d]`.
 
         `steps` consistency steps from sigma_max. The initial noise is `initial_noise` (already
         multiplied by sigma_max) or else `decoding_noise` of frames `[0, L)` under `seed`, the
         same for every example; the noise of later steps comes from a generator seeded by `seed`.
+        ``valid`` (`[batch]`, None: all) counts the real latent frames of each example: the
+        representation of the first valid·2^d frames comes out as if the latents stopped there,
+        and the frames after them are zero.
         """
         if steps < 1:
             raise ValueError("steps must be at least 1")
@@ -160,11 +173,11 @@ class ConsistencyAutoencoder(nn.Module):
             initial_noise = (noise * config.sigma_max).expand(latents.shape[0], *noise.shape)
         generator = as_generator(seed, latents.device) if steps > 1 else None
         with self._autocast():
-            pyramid = self.pyramid(raw)
+            pyramid, valids = self.pyramid(raw, valid)
         x = initial_noise.float()
         for k in range(steps):
             sigma = karras_sigma(steps + 1 - k, steps + 1, config)
-            denoised = self.denoise(x, sigma, pyramid)
+            denoised = self.denoise(x, sigma, pyramid, valids)
             if k == steps - 1:
                 return denoised
             next_sigma = karras_sigma(steps - k, steps + 1, config)
@@ -178,9 +191,12 @@ class ConsistencyAutoencoder(nn.Module):
         steps: int = 1,
         seed: int = 0,
         initial_noise: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Scaled latents `[batch, C, L]` -> audio `[batch, (L·2^d - 1)·hop + n_fft]`."""
-        rep = self.decode_representation(latents, steps, seed, initial_noise)
+        """Scaled latents `[batch, C, L]` -> audio `[batch, (L·2^d - 1)·hop + n_fft]`; with
+        ``valid`` real latent frames, the first (valid·2^d - 1)·hop + n_fft samples are what
+        decoding those frames alone gives, and the rest is silence."""
+        rep = self.decode_representation(latents, steps, seed, initial_noise, valid)
         audio = self.frontend.to_waveform(rep)
         if self.config.clamp_output:
             audio = audio.clamp(-1.0, 1.0)

@@ -3,6 +3,13 @@
 Feature maps are `[batch, channels, freq, frames]` (2-D blocks) or `[batch, channels, frames]`
 (1-D blocks). Parameter names follow the published checkpoint layout so that conversion is a
 short list of renames (see `lincae_cli.hub.convert`).
+
+Padding-exact execution: every block takes ``valid``, the number of real frames of each
+example (`[batch]`, at the block's own time resolution; None: all of them). Frames from
+``valid`` on are padding: normalisation statistics are taken over the real frames only, and
+whatever mixes frames in time (a convolution with a time kernel) sees zeros there, as it would
+see its own zero padding at the end of an unpadded input. So the real frames come out exactly
+as if the padding were not there, whatever else shares the batch.
 """
 
 from __future__ import annotations
@@ -14,8 +21,63 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(channels // 4, 32), channels)
+def time_mask(valid: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """1 on the real frames of ``x`` (`[batch, C, ..., frames]`), 0 on padding; broadcastable
+    to ``x``."""
+    frames = torch.arange(x.shape[-1], device=x.device)
+    mask = (frames[None, :] < valid[:, None]).to(x.dtype)
+    return mask.reshape(x.shape[0], *([1] * (x.dim() - 2)), x.shape[-1])
+
+
+def zero_padding(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """``x`` with its padding frames set to zero (unchanged when ``valid`` is None)."""
+    return x if valid is None else x * time_mask(valid, x)
+
+
+def downsampled(valid: torch.Tensor | None) -> torch.Tensor | None:
+    """Real frames after a stride-2 convolution with padding 1: ceil(valid / 2)."""
+    return None if valid is None else (valid + 1) // 2
+
+
+def upsampled(valid: torch.Tensor | None) -> torch.Tensor | None:
+    return None if valid is None else valid * 2
+
+
+class GroupNorm(nn.GroupNorm):
+    """`nn.GroupNorm` whose statistics can exclude padding frames (``valid``)."""
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        if valid is None:
+            return super().forward(x)
+        # fp32, as autocast runs group_norm. Two passes over the real frames only: the sums
+        # run over the whole tensor with the padding zeroed, and the padding's share of the
+        # squared deviations, (0 - mean)^2 per padding position, is taken back out.
+        values = zero_padding(x.float(), valid)
+        batch, channels = x.shape[:2]
+        per_frame = values[0, 0, ..., 0].numel()  # frequency bins (1 for 1-D maps)
+        groups, width = self.num_groups, channels // self.num_groups
+        real = (valid.to(values.dtype) * per_frame * width)[:, None]  # [batch, 1]
+        padding = (values.shape[-1] - valid.to(values.dtype))[:, None] * per_frame * width
+        reduce = tuple(range(2, values.dim()))
+        mean = values.sum(reduce).reshape(batch, groups, width).sum(-1) / real
+        centred = values - _per_channel(mean, width, values.dim())
+        squares = (centred * centred).sum(reduce).reshape(batch, groups, width).sum(-1)
+        variance = (squares - padding * mean * mean) / real
+        scale = _per_channel(torch.rsqrt(variance + self.eps), width, values.dim())
+        if self.affine:
+            shape = (1, channels, *([1] * (x.dim() - 2)))
+            return centred * (scale * self.weight.reshape(shape)) + self.bias.reshape(shape)
+        return centred * scale
+
+
+def _per_channel(per_group: torch.Tensor, width: int, dims: int) -> torch.Tensor:
+    """`[batch, groups]` -> `[batch, channels, 1, ...]` (each group's value for its channels)."""
+    expanded = per_group.repeat_interleave(width, dim=1)
+    return expanded.reshape(*expanded.shape, *([1] * (dims - 2)))
+
+
+def group_norm(channels: int) -> GroupNorm:
+    return GroupNorm(min(channels // 4, 32), channels)
 
 
 def zeroed(module: nn.Module) -> nn.Module:
@@ -51,17 +113,17 @@ class FrequencyAttention(nn.Module):
         nn.init.xavier_uniform_(self.qkv.weight)
         nn.init.zeros_(self.qkv.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() == 3:
-            return self._attend_1d(x)
+            return self._attend_1d(x, valid)
         batch, channels, freq, frames = x.shape
-        h = self.norm(x).permute(0, 3, 2, 1).reshape(batch * frames, freq, channels)
-        h = self._attend(h)
+        h = self.norm(x, valid).permute(0, 3, 2, 1)
+        h = self._attend(h.reshape(batch * frames, freq, channels))
         h = h.reshape(batch, frames, freq, channels).permute(0, 3, 2, 1)
         return x + h
 
-    def _attend_1d(self, x: torch.Tensor) -> torch.Tensor:
-        h = self._attend(self.norm(x).transpose(1, 2))
+    def _attend_1d(self, x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        h = self._attend(self.norm(x, valid).transpose(1, 2))
         return x + h.transpose(1, 2)
 
     def _attend(self, seq: torch.Tensor) -> torch.Tensor:
@@ -104,15 +166,17 @@ class ResBlock(nn.Module):
         self.proj_emb = zeroed(nn.Linear(cond_channels, out_channels)) if cond_channels else None
         self.att = FrequencyAttention(out_channels, heads) if attention else None
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
+    def forward(
+        self, x: torch.Tensor, emb: torch.Tensor | None = None, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        h = self.conv1(zero_padding(F.silu(self.norm1(x, valid)), valid))
         if emb is not None and self.proj_emb is not None:
             shift = self.proj_emb(emb)
             h = h + (shift[:, :, None, None] if self.two_d else shift[:, :, None])
-        h = self.conv2(F.silu(self.norm2(h)))
+        h = self.conv2(zero_padding(F.silu(self.norm2(h, valid)), valid))
         x = h + self.res_conv(x)
         if self.att is not None:
-            x = self.att(x)
+            x = self.att(x, valid)
         return x
 
 
@@ -121,16 +185,21 @@ class Downsample(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, freq_only: bool, normalize: bool):
         super().__init__()
+        self.freq_only = freq_only
         self.norm = group_norm(in_channels) if normalize else None
         if freq_only:
             self.c = nn.Conv2d(in_channels, out_channels, (5, 1), stride=(4, 1), padding=(2, 0))
         else:
             self.c = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """``valid`` counts real input frames; the output has `output_valid(valid)` of them."""
         if self.norm is not None:
-            x = self.norm(x)
-        return self.c(x)
+            x = self.norm(x, valid)
+        return self.c(x if self.freq_only else zero_padding(x, valid))
+
+    def output_valid(self, valid: torch.Tensor | None) -> torch.Tensor | None:
+        return valid if self.freq_only else downsampled(valid)
 
 
 class Upsample(nn.Module):
@@ -138,12 +207,19 @@ class Upsample(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, freq_only: bool) -> None:
         super().__init__()
+        self.freq_only = freq_only
         self.factor = (4, 1) if freq_only else (2, 2)
         kernel, padding = ((5, 1), (2, 0)) if freq_only else (3, 1)
         self.c = nn.Conv2d(in_channels, out_channels, kernel, padding=padding)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """``valid`` counts real input frames; the output has `output_valid(valid)` of them."""
+        if not self.freq_only:
+            x = zero_padding(x, valid)
         return self.c(F.interpolate(x, scale_factor=self.factor, mode="nearest"))
+
+    def output_valid(self, valid: torch.Tensor | None) -> torch.Tensor | None:
+        return valid if self.freq_only else upsampled(valid)
 
 
 class PositionalEmbedding(nn.Module):

@@ -2,6 +2,8 @@
 
 Shapes: representation `[batch, 2, 2·hop, frames]`; latent `[batch, latent_channels,
 frames / 2^time_downsamples]`; the pyramid is a list of feature maps, finest level first.
+Every network takes ``valid``, the real frames of each example at its input's time resolution
+(padding-exact execution, see layers.py); None means all frames are real.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from lincae_cli.nn.layers import (
     Upsample,
     group_norm,
     mlp,
+    zero_padding,
     zeroed,
 )
 
@@ -78,19 +81,30 @@ class Encoder(nn.Module):
         self.norm_out = group_norm(config.bottleneck_base_channels)
         self.conv_out = nn.Conv1d(config.bottleneck_base_channels, config.latent_channels, 1)
 
-    def forward(self, rep: torch.Tensor) -> torch.Tensor:
-        x = self.conv_inp(rep)
+    def forward(self, rep: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """``valid``: real STFT frames per example; the latent has ceil(valid / 2^d) of them."""
+        x = self.conv_inp(zero_padding(rep, valid))
         if self.config.frequency_scaling:
             x = self.gain(x)
         for layer in self.down_layers:
-            x = layer(x)
+            if isinstance(layer, Downsample):
+                x, valid = layer(x, valid), layer.output_valid(valid)
+            else:
+                x = layer(x, valid=valid)
         if self.prenorm_1d_to_2d is not None:
-            x = self.prenorm_1d_to_2d(x)
+            x = self.prenorm_1d_to_2d(x, valid)
         batch, channels, freq, frames = x.shape
         # Flatten channel-major: index = channel·freq + bin.
         x = x.reshape(batch, channels * freq, frames)
-        x = self.bottleneck_layers(x)
-        return torch.tanh(self.conv_out(F.silu(self.norm_out(x))))
+        x = _bottleneck(self.bottleneck_layers, x, valid)
+        return torch.tanh(self.conv_out(F.silu(self.norm_out(x, valid))))
+
+
+def _bottleneck(layers: nn.Sequential, x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """A 1x1 convolution, then 1-D residual blocks (the `bottleneck_layers` of the checkpoints)."""
+    for layer in layers:
+        x = layer(x, valid=valid) if isinstance(layer, ResBlock) else layer(x)
+    return x
 
 
 class LatentPyramid(nn.Module):
@@ -131,20 +145,27 @@ class LatentPyramid(nn.Module):
                 width = target
         self.up_layers = nn.ModuleList(layers)
 
-    def forward(self, latent: torch.Tensor) -> list[torch.Tensor]:
-        x = self.conv_out_bottleneck(self.bottleneck_layers(self.conv_inp(latent)))
+    def forward(
+        self, latent: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+        """The pyramid (finest first) and each level's real frames, for ``valid`` real latent
+        frames per example."""
+        x = _bottleneck(self.bottleneck_layers, self.conv_inp(latent), valid)
+        x = self.conv_out_bottleneck(x)
         batch, flat, frames = x.shape
         # Unflatten bin-major: index = bin·channels + channel.
         x = x.reshape(batch, self.freq_bins, flat // self.freq_bins, frames).transpose(1, 2)
-        pyramid = []
+        pyramid, valids = [], []
         layers = iter(self.up_layers)
         for step, count in enumerate(self.level_sizes):
             for _ in range(count):
-                x = next(layers)(x)
+                x = next(layers)(x, valid=valid)
             pyramid.append(x)
+            valids.append(valid)
             if step != len(self.level_sizes) - 1:
-                x = next(layers)(x)
-        return pyramid[::-1]
+                upsample = next(layers)
+                x, valid = upsample(x, valid), upsample.output_valid(valid)
+        return pyramid[::-1], valids[::-1]
 
 
 def preconditioning(
@@ -207,9 +228,16 @@ class Generator(nn.Module):
         self.conv_out = zeroed(nn.Conv2d(channels[0], 2, 3, padding=1))
 
     def forward(
-        self, noisy: torch.Tensor, sigma: torch.Tensor, pyramid: list[torch.Tensor]
+        self,
+        noisy: torch.Tensor,
+        sigma: torch.Tensor,
+        pyramid: list[torch.Tensor],
+        valids: list[torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
-        """noisy `[batch, 2, F, T]`, sigma `[batch]` -> denoised `[batch, 2, F, T]`."""
+        """noisy `[batch, 2, F, T]`, sigma `[batch]` -> denoised `[batch, 2, F, T]`; ``valids``:
+        each level's real frames (from `LatentPyramid`; None: all real). Padding frames of the
+        output are zero."""
+        valids = valids or [None] * len(pyramid)
         config = self.config
         batch = noisy.shape[0]
         sigma = sigma.to(torch.float32).expand(batch) if sigma.dim() else sigma.repeat(batch)
@@ -217,7 +245,7 @@ class Generator(nn.Module):
         time_emb = self.emb_proj(emb)
         c_skip, c_out, c_in = preconditioning(sigma, config.sigma_min, config.sigma_data)
 
-        x = self.conv_inp(c_in * noisy)
+        x = self.conv_inp(zero_padding(c_in * noisy, valids[0]))
         if config.frequency_scaling:
             x = x * (1.0 + self.scale_inp(emb).reshape(batch, 1, -1, 1))
         skips = []
@@ -226,22 +254,22 @@ class Generator(nn.Module):
         for level in range(levels):
             for _ in range(config.layers[level]):
                 x = (x + next(layers)(pyramid[level])) / _SQRT2
-                x = next(layers)(x, time_emb)
+                x = next(layers)(x, time_emb, valids[level])
                 skips.append(x)
             if level != levels - 1:
-                x = next(layers)(x)
+                x = next(layers)(x, valids[level])
         layers = iter(self.up_layers)
         for level in reversed(range(levels)):
             for _ in range(config.layers[level]):
                 x = (x + skips.pop() + next(layers)(pyramid[level])) / _SQRT3
-                x = next(layers)(x, time_emb)
+                x = next(layers)(x, time_emb, valids[level])
             if level != 0:
-                x = next(layers)(x)
+                x = next(layers)(x, valids[level])
         # The output head runs in fp32 even under autocast: its error reaches the audio directly.
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = (x.float() + self.conv_decoded(pyramid[0].float())) / _SQRT2
-            x = F.silu(self.norm_out(x))
+            x = F.silu(self.norm_out(x, valids[0]))
             if config.frequency_scaling:
                 x = x * (1.0 + self.scale_out(emb).reshape(batch, 1, -1, 1))
-            x = self.conv_out(x)
-        return c_skip * noisy.float() + c_out * x
+            x = self.conv_out(zero_padding(x, valids[0]))
+        return zero_padding(c_skip * noisy.float() + c_out * x, valids[0])
