@@ -6,6 +6,8 @@ the dataset is made). Every audio channel of a file is its own sequence of laten
 item reads only the bytes of its crop, one ``pread`` per latent channel, from a file opened in
 the worker that reads it, so the dataset works with ``DataLoader(num_workers > 0)`` whatever
 the start method. Random crops are drawn from ``(seed, epoch, index)``: the same in any worker.
+(Crops are read rather than memory-mapped: a mapping would fault in a whole page per latent
+channel, and network file systems map files poorly.)
 """
 
 from __future__ import annotations
@@ -64,8 +66,8 @@ class LatentDataset(Dataset):  # type: ignore[type-arg]
     files (searched recursively, hidden ones skipped), or a list of such files. A ``.npy``
     holds ``[channels, latent_channels, frames]`` or ``[latent_channels, frames]``.
 
-    ``mode="random"``: a file's channel with ``F`` frames gives ``max(1, F // crop_frames)``
-    items (so longer files are drawn more often), each a crop at a random start; call
+    ``mode="random"``: a file's channel with ``F`` frames gives ``F // crop_frames`` items
+    (longer files are drawn more often), each a crop at a random start; call
     `set_epoch` to draw new starts. ``mode="sequential"``: every crop at starts ``0, hop,
     2*hop, ...`` (``hop_frames``, default ``crop_frames``) that fits. Channels shorter than a
     crop are skipped, or zero-padded with ``pad=True`` (``valid_frames`` says how much is real).
@@ -94,7 +96,9 @@ class LatentDataset(Dataset):  # type: ignore[type-arg]
             raise LincaeError(f"mode must be 'random' or 'sequential', not {mode!r}")
         if hop_frames is not None and hop_frames < 1:
             raise LincaeError(f"hop_frames must be at least 1, got {hop_frames}")
-        if gain_db is not None and not (math.isfinite(gain_db[0]) and gain_db[0] <= gain_db[1]):
+        if gain_db is not None and not (
+            math.isfinite(gain_db[0]) and math.isfinite(gain_db[1]) and gain_db[0] <= gain_db[1]
+        ):
             raise LincaeError(f"gain_db must be (low, high) with low <= high, got {gain_db}")
         self.crop_frames, self.mode, self.pad, self.seed = crop_frames, mode, pad, seed
         self.hop_frames = hop_frames or crop_frames
@@ -186,7 +190,7 @@ class LatentDataset(Dataset):  # type: ignore[type-arg]
         handle = self._open.get(file.path)
         if handle is None:
             try:
-                handle = open(file.path, "rb", buffering=0)  # noqa: SIM115 (kept open, LRU)
+                handle = open(file.path, "rb", buffering=0)  # kept open (least recently used)
             except OSError as error:
                 raise LincaeError(f"{file.path}: cannot read ({error.strerror})") from None
             self._open[file.path] = handle

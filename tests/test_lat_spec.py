@@ -141,7 +141,14 @@ def spec_read(data: bytes) -> tuple[np.ndarray, dict]:
     # Agreement between the document and the tensor: channels, and the frame-count rule.
     check(document["channels"] == shape[0], "channels differ from the tensor")
     length = (2 * document["num_samples"] * rate + source_rate) // (2 * source_rate)
-    check(shape[2] == math.ceil(length / hop), "frames break the frame-count rule")
+    chunking = document["chunking"]
+    if "stft_hop" in chunking:  # the reference framing: whole STFT frames, 2^d per frame
+        stft_hop, n_fft = chunking["stft_hop"], chunking["n_fft"]
+        check(chunking.get("stft_start_sample") == 0 and hop % stft_hop == 0, "framing")
+        stft_frames = max(1, (length - n_fft) // stft_hop + 1)
+        check(shape[2] == math.ceil(stft_frames / (hop // stft_hop)), "frame-count rule")
+    else:  # files from before it
+        check(shape[2] == math.ceil(length / hop), "frames break the frame-count rule")
     return latents, document
 
 

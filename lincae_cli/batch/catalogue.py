@@ -160,6 +160,8 @@ def _check_plans(parts: Parts, report: CatalogueReport) -> None:
     if not attempts:
         return
     attempt, plans = max(attempts.items(), key=lambda item: max(_times(item[1])))
+    if not all(plan.get("shared_attempt", True) for plan in plans):
+        return  # ranks launched without torchrun's run id: no attempt to gather them by
     world_size = max(int(plan.get("world_size", 1)) for plan in plans)
     absent = sorted(set(range(world_size)) - {int(plan.get("rank", 0)) for plan in plans})
     if absent:

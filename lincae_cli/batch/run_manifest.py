@@ -77,7 +77,13 @@ class RunManifest:
 
     def record_plan(self, tasks: list[Task], shard: ShardInfo, plan_sha256: str) -> None:
         outputs = [[task.input.name, self.relative(task.output)] for task in tasks]
-        plan = {"world_size": shard.world_size, "plan_sha256": plan_sha256, "outputs": outputs}
+        plan = {
+            "world_size": shard.world_size,
+            # Whether the other ranks' plans carry the same attempt (torchrun's run id).
+            "shared_attempt": shard.attempt is not None or not shard.is_distributed,
+            "plan_sha256": plan_sha256,
+            "outputs": outputs,
+        }
         write_plan(self.out, self.attempt, shard.rank, plan)
 
     def done(self, task: Task, lat: LatentFile) -> None:
