@@ -97,7 +97,7 @@ sys.exit(code)
 
 def per_file(work: Path, clips: Path) -> None:
     """Costs per file of the shares, the manifest and the dataset (microseconds)."""
-    from lincae_cli.batch.catalogue import merge_manifest
+    from lincae_cli.batch.catalogue import check_manifest, merge_manifest
     from lincae_cli.batch.durations import input_seconds
     from lincae_cli.batch.inputs import InputFile
     from lincae_cli.batch.manifest import PartWriter
@@ -113,6 +113,10 @@ def per_file(work: Path, clips: Path) -> None:
     lat_header_us = (time.perf_counter() - start) / len(lat_items) * 1e6
 
     merge_manifest(work / "lat")
+    lat_count = len(list((work / "lat").glob("*.lat")))
+    start = time.perf_counter()
+    check_manifest(work / "lat")
+    check_us = (time.perf_counter() - start) / lat_count * 1e6
     writer = PartWriter(work / "bench-manifest", "bench.0", 0)
     line = json.loads((work / "lat" / "manifest.jsonl").read_text().splitlines()[0])
     count = 2000
@@ -147,6 +151,7 @@ def per_file(work: Path, clips: Path) -> None:
     print(f"| duration from a .lat header | {lat_header_us:.0f} |")
     print(f"| manifest line (one write + fsync) | {append_us:.0f} |")
     print(f"| merging a line (lincae manifest) | {merge_us:.1f} |")
+    print(f"| checking the .lat of a clip (lincae manifest --check) | {check_us:.0f} |")
     print(f"| LatentDataset item, 64-frame random crop, float16 | {item_us:.0f} |")
 
 

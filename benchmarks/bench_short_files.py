@@ -58,13 +58,17 @@ def main() -> None:
         seconds, _ = _timed(engine, [engine.decode_job(long_lats[0], None)])
         totals["decode long"] += seconds
     audio = 80.0 * args.rounds
-    print(f"model {engine.model_name}, precision {engine.model.precision_name}, device "
-          f"{engine.device}, batch {engine.batch_size}, rounds {args.rounds}")
+    print(
+        f"model {engine.model_name}, precision {engine.model.precision_name}, device "
+        f"{engine.device}, batch {engine.batch_size}, rounds {args.rounds}"
+    )
     for kind in ("encode", "decode"):
         short = audio / totals[f"{kind} short"]
         whole = audio / totals[f"{kind} long"]
-        print(f"{kind}: 40 x 2 s {short:.1f}x realtime, 1 x 80 s {whole:.1f}x realtime, "
-              f"ratio {short / whole:.2f}")
+        print(
+            f"{kind}: 40 x 2 s {short:.1f}x realtime, 1 x 80 s {whole:.1f}x realtime, "
+            f"ratio {short / whole:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ The library API; everything heavy is imported on first use, so ``import lincae_c
     audio, sample_rate = lincae_cli.decode_latents(model, louder)
     lincae_cli.write_lat("song.lat", lat)
     result = lincae_cli.encode_files(["music/"], "latents/")  # folders mirrored; a BatchResult
+    crops = lincae_cli.LatentDataset("latents/", crop_frames=256)  # a torch Dataset for training
 
 Long audio is processed in overlapping chunks exactly as by the `lincae` command, so results
 match the CLI's for the same settings.

@@ -4,6 +4,8 @@ manifest or a folder of .lat / .npy files, in DataLoader workers, reading only t
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +165,12 @@ def test_bad_arguments_and_files(tmp_path: Path) -> None:
     np.save(tmp_path / "ints.npy", np.zeros((64, 8), np.int16))
     with pytest.raises(LincaeError, match="C-ordered floats"):
         LatentDataset(tmp_path / "ints.npy", 4)
+
+
+def test_the_package_stays_light_until_the_dataset_is_used() -> None:
+    code = (
+        "import sys, lincae_cli, lincae_cli.batch\n"
+        "assert 'torch' not in sys.modules\n"
+        "assert lincae_cli.LatentDataset.__module__ == 'lincae_cli.data'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,25 +173,30 @@ def _rank_of(pid: int) -> int | None:
     return int(ranks[0]) if ranks else None
 
 
-@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds ranks through /proc")
-def test_a_rank_killed_mid_run_is_finished_by_a_rerun(tmp_path: Path, tiny_model_path: Path):
-    inputs = []
-    for i in range(30):
-        seconds = (0.3, 1.2, 0.5, 0.9, 0.4)[i % 5]
-        inputs.append(write_tone(tmp_path / "music" / f"{i:02d}.wav", seconds, seed=i).name)
-    out = tmp_path / "lat"
+_SECONDS = (0.3, 1.2, 0.5, 0.9, 0.4)
+_needs_proc = pytest.mark.skipif(
+    not Path("/proc/self/environ").exists(), reason="finds the ranks through /proc"
+)
 
-    def torchrun(log_dir: Path) -> subprocess.Popen[bytes]:
-        command = [
-            *(str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2"),
-            *("--log-dir", str(log_dir), "--redirects", "1", "--no-python", str(BIN / "lincae")),
-            *("encode", str(tmp_path / "music"), "-o", str(out), "--manifest"),
-            *("--skip-existing", "--json", "--model", str(tiny_model_path), *FAST),
-        ]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        return subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
 
-    launch = torchrun(tmp_path / "logs-1")
+def _catalogue_inputs(music: Path) -> list[str]:
+    return [write_tone(music / f"{i:02d}.wav", _SECONDS[i % 5], seed=i).name for i in range(30)]
+
+
+def _torchrun(tmp_path: Path, model: Path, log_dir: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """The README's recipe on two CPU processes: encode tmp_path/music into tmp_path/lat."""
+    command = [
+        *(str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", *extra),
+        *("--log-dir", str(log_dir), "--redirects", "1", "--no-python", str(BIN / "lincae")),
+        *("encode", str(tmp_path / "music"), "-o", str(tmp_path / "lat"), "--manifest"),
+        *("--skip-existing", "--json", "--model", str(model), *FAST),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+
+
+def _kill_rank_1(launch: subprocess.Popen[bytes], out: Path) -> None:
+    """SIGKILL rank 1 once it has reported two finished files."""
     deadline = time.monotonic() + 300
     victim = None
     while victim is None and time.monotonic() < deadline and launch.poll() is None:
@@ -200,10 +206,41 @@ def test_a_rank_killed_mid_run_is_finished_by_a_rerun(tmp_path: Path, tiny_model
         time.sleep(0.01)
     assert victim is not None, "the launch ended before a rank could be killed"
     os.kill(victim, signal.SIGKILL)
+
+
+def _summaries(log_dir: Path) -> list[dict[str, Any]]:
+    """Each rank's --json summary, by attempt and rank."""
+    summaries = []
+    for log in sorted(log_dir.rglob("stdout.log")):
+        text = log.read_text()
+        if "{" in text:
+            summaries.append(json.loads(text[text.index("{") :]))
+    return summaries
+
+
+def _assert_complete(out: Path, inputs: list[str]) -> None:
+    """One valid .lat per input, no temporary file (hidden or not), a complete manifest."""
+    outputs = sorted(path.name for path in out.rglob("*") if path.is_file())
+    expected = [name.replace(".wav", ".lat") for name in inputs]
+    assert [name for name in outputs if name.endswith(".lat")] == expected
+    for name in expected:
+        read_lat(out / name)
+    report = merge_manifest(out)
+    assert report.complete, report.to_json()
+    assert sorted(Path(line["input"]).name for line in report.lines) == inputs
+    assert check_manifest(out).complete
+
+
+@_needs_proc
+def test_a_rank_killed_mid_run_is_finished_by_a_rerun(tmp_path: Path, tiny_model_path: Path):
+    inputs = _catalogue_inputs(tmp_path / "music")
+    out = tmp_path / "lat"
+    launch = _torchrun(tmp_path, tiny_model_path, tmp_path / "logs-1")
+    _kill_rank_1(launch, out)
     _, errors = launch.communicate(timeout=300)
     assert launch.returncode != 0, errors.decode()[-2000:]
     survivors = {path.name: path.stat().st_ino for path in out.glob("[!.]*.lat")}
-    assert 2 <= len(survivors) < len(inputs), "killed too late to leave work undone"
+    assert 2 <= len(survivors) < len(inputs) - 1, "killed too late to leave work undone"
     for name in survivors:
         read_lat(out / name)  # whatever is visible is complete
     # A kill inside a write (a window of a millisecond, which no timing hits reliably) leaves
@@ -214,26 +251,28 @@ def test_a_rank_killed_mid_run_is_finished_by_a_rerun(tmp_path: Path, tiny_model
     with open(part, "ab") as handle:
         handle.write(b'{"input": "')
 
-    rerun = torchrun(tmp_path / "logs-2")
+    rerun = _torchrun(tmp_path, tiny_model_path, tmp_path / "logs-2")
     _, errors = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, errors.decode()[-3000:]
-    summaries = []
-    for log in sorted((tmp_path / "logs-2").rglob("stdout.log")):
-        text = log.read_text()
-        summaries.append(json.loads(text[text.index("{") :]))
+    summaries = _summaries(tmp_path / "logs-2")
     assert sum(s["ok"] for s in summaries) == len(inputs) - len(survivors)  # nothing redone
     assert sum(s["skipped"] for s in summaries) == len(survivors)
     for name, inode in survivors.items():
         assert (out / name).stat().st_ino == inode
-    outputs = sorted(path.name for path in out.rglob("*") if path.is_file())
-    assert [name for name in outputs if name.endswith(".lat")] == [
-        name.replace(".wav", ".lat") for name in inputs
-    ]  # exactly one .lat per input, no temporary file left, hidden or not
-    for name in inputs:
-        read_lat(out / name.replace(".wav", ".lat"))
+    # The unfinished work was dealt to both ranks again, balanced by duration.
+    seconds = [s["audio_seconds"] for s in summaries]
+    assert min(seconds) > 0 and max(seconds) <= sum(seconds) / 2 + max(_SECONDS)
+    _assert_complete(out, inputs)
+    assert len(merge_manifest(out).torn) == 1
 
-    report = merge_manifest(out)
-    assert report.complete, report.to_json()
-    assert len(report.torn) == 1
-    assert sorted(Path(line["input"]).name for line in report.lines) == inputs
-    assert check_manifest(out).complete
+
+@_needs_proc
+def test_torchrun_restarts_finish_the_catalogue(tmp_path: Path, tiny_model_path: Path):
+    inputs = _catalogue_inputs(tmp_path / "music")
+    launch = _torchrun(tmp_path, tiny_model_path, tmp_path / "logs", "--max-restarts", "1")
+    _kill_rank_1(launch, tmp_path / "lat")
+    _, errors = launch.communicate(timeout=600)
+    assert launch.returncode == 0, errors.decode()[-3000:]
+    restarted = _summaries(tmp_path / "logs")
+    assert len(restarted) == 2 and all(s["ok"] and s["skipped"] for s in restarted)
+    _assert_complete(tmp_path / "lat", inputs)

@@ -51,9 +51,29 @@ def plan_shares(
     run_manifest = None
     if manifest:
         run_manifest = RunManifest(_manifest_folder(output, tasks), shard, tasks, result)
-    done_before = (
-        run_manifest.done_before(tasks) if run_manifest is not None and skip_existing else set()
-    )
+    try:
+        mine = _deal(tasks, shard, result, run_manifest, resume=skip_existing)
+        _remove_stale_partials(mine)
+        return _runnable(mine, force, skip_existing, result, run_manifest), shard, run_manifest
+    except BaseException:
+        if run_manifest is not None:
+            run_manifest.close()
+        raise
+
+
+def _deal(
+    tasks: list[Task],
+    shard: ShardInfo,
+    result: BatchResult,
+    run_manifest: RunManifest | None,
+    resume: bool,
+) -> list[Task]:
+    """This rank's share of the tasks; when resuming, only of those that earlier attempts did
+    not finish (as the manifest says), the finished ones recorded as skipped, each by one rank.
+    The share is recorded in the manifest."""
+    done_before = set()
+    if run_manifest is not None and resume:
+        done_before = run_manifest.done_before(tasks)
     remaining = [task for task in tasks if task.output not in done_before]
     owners = _owners(remaining, shard)
     mine = [task for task, owner in zip(remaining, owners, strict=True) if owner == shard.rank]
@@ -62,8 +82,7 @@ def plan_shares(
         result.skipped(task.input.name, task.output)
     if run_manifest is not None:
         run_manifest.record_plan(mine, shard, _plan_sha256(remaining, owners, finished))
-    _remove_stale_partials(mine)
-    return _runnable(mine, force, skip_existing, result, run_manifest), shard, run_manifest
+    return mine
 
 
 def _manifest_folder(output: str | None, tasks: list[Task]) -> Path:

@@ -21,17 +21,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def time_mask(valid: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """1 on the real frames of ``x`` (`[batch, C, ..., frames]`), 0 on padding; broadcastable
-    to ``x``."""
-    frames = torch.arange(x.shape[-1], device=x.device)
-    mask = (frames[None, :] < valid[:, None]).to(x.dtype)
-    return mask.reshape(x.shape[0], *([1] * (x.dim() - 2)), x.shape[-1])
-
-
 def zero_padding(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    """``x`` with its padding frames set to zero (unchanged when ``valid`` is None)."""
-    return x if valid is None else x * time_mask(valid, x)
+    """``x`` with its padding frames set to zero, in place (unchanged when ``valid`` is None).
+
+    In place is safe: nothing computed at padding frames ever reaches a real frame, so no
+    caller needs those values.
+    """
+    if valid is not None:
+        for example, count in enumerate(valid.tolist()):
+            x[example, ..., count:] = 0
+    return x
 
 
 def downsampled(valid: torch.Tensor | None) -> torch.Tensor | None:
@@ -49,31 +48,26 @@ class GroupNorm(nn.GroupNorm):
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         if valid is None:
             return super().forward(x)
-        # fp32, as autocast runs group_norm. Two passes over the real frames only: the sums
-        # run over the whole tensor with the padding zeroed, and the padding's share of the
-        # squared deviations, (0 - mean)^2 per padding position, is taken back out.
-        values = zero_padding(x.float(), valid)
-        batch, channels = x.shape[:2]
-        per_frame = values[0, 0, ..., 0].numel()  # frequency bins (1 for 1-D maps)
-        groups, width = self.num_groups, channels // self.num_groups
-        real = (valid.to(values.dtype) * per_frame * width)[:, None]  # [batch, 1]
-        padding = (values.shape[-1] - valid.to(values.dtype))[:, None] * per_frame * width
-        reduce = tuple(range(2, values.dim()))
-        mean = values.sum(reduce).reshape(batch, groups, width).sum(-1) / real
-        centred = values - _per_channel(mean, width, values.dim())
-        squares = (centred * centred).sum(reduce).reshape(batch, groups, width).sum(-1)
-        variance = (squares - padding * mean * mean) / real
-        scale = _per_channel(torch.rsqrt(variance + self.eps), width, values.dim())
-        if self.affine:
-            shape = (1, channels, *([1] * (x.dim() - 2)))
-            return centred * (scale * self.weight.reshape(shape)) + self.bias.reshape(shape)
-        return centred * scale
+        # Each example normalised over its real frames alone; its padding frames stay zero.
+        out: torch.Tensor | None = None
+        layout = _layout_of(x)
+        for example, count in enumerate(valid.tolist()):
+            # The unmasked kernel, on the real frames in x's layout: the same rounding as an
+            # unpadded input gets.
+            part = super().forward(
+                x[example : example + 1, ..., :count].contiguous(memory_format=layout)
+            )
+            if out is None:  # the dtype autocast gives group_norm (fp32), x's layout
+                out = torch.zeros_like(x, dtype=part.dtype)
+            out[example : example + 1, ..., :count] = part
+        assert out is not None
+        return out
 
 
-def _per_channel(per_group: torch.Tensor, width: int, dims: int) -> torch.Tensor:
-    """`[batch, groups]` -> `[batch, channels, 1, ...]` (each group's value for its channels)."""
-    expanded = per_group.repeat_interleave(width, dim=1)
-    return expanded.reshape(*expanded.shape, *([1] * (dims - 2)))
+def _layout_of(x: torch.Tensor) -> torch.memory_format:
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def group_norm(channels: int) -> GroupNorm:
