@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -127,6 +128,15 @@ def test_merge_and_check_a_catalogue(catalogue: Path, cli: Callable[..., object]
     assert report["missing"] == ["album0/0.lat"] and report["extra"] == ["stray.lat"]
     assert len(report["corrupt"]) == 1 and "1.lat: truncated" in report["corrupt"][0]
     assert not report["stale"] and not report["complete"]
+
+
+def test_a_copied_catalogue_checks_without_its_parts(catalogue: Path, tmp_path: Path) -> None:
+    merge_manifest(catalogue)
+    copy = tmp_path / "copy"
+    shutil.copytree(catalogue, copy, ignore=shutil.ignore_patterns(PARTS_FOLDER))
+    report = check_manifest(copy)
+    assert not report.stale and not report.missing and not report.extra and not report.corrupt
+    assert [Path(line["input"]).name for line in report.failed] == ["broken.wav"]
 
 
 def test_inputs_planned_but_never_reported_are_pending(catalogue: Path) -> None:

@@ -51,7 +51,13 @@ class CatalogueReport:
     @property
     def models(self) -> dict[str, int]:
         """How many outputs each model (name and sha256 prefix) made."""
-        return dict(Counter(f"{line['model']} {line['model_sha256'][:12]}" for line in self.ok))
+        return dict(
+            Counter(f"{line.get('model')} {str(line.get('model_sha256'))[:12]}" for line in self.ok)
+        )
+
+    @property
+    def audio_seconds(self) -> float:
+        return sum(float(line.get("duration_seconds") or 0.0) for line in self.ok)
 
     @property
     def complete(self) -> bool:
@@ -63,8 +69,10 @@ class CatalogueReport:
         return {
             "manifest": str(self.manifest),
             "ok": len(self.ok),
-            "failed": [{"input": line["input"], "error": line["error"]} for line in self.failed],
-            "audio_seconds": round(sum(line["duration_seconds"] for line in self.ok), 3),
+            "failed": [
+                {"input": line["input"], "error": line.get("error")} for line in self.failed
+            ],
+            "audio_seconds": round(self.audio_seconds, 3),
             "models": self.models,
             "pending": self.pending,
             "plan_problems": self.plan_problems,
@@ -105,7 +113,8 @@ def check_manifest(out: str | Path) -> CatalogueReport:
     report = CatalogueReport(manifest, lines, torn=[f"{manifest}:{n}" for n in torn])
     parts = read_parts(out)
     _check_plans(parts, report)
-    report.stale = _signature(merge_lines(parts.lines)) != _signature(lines)
+    # Parts newer than the file (none when OUT was copied without its hidden folder).
+    report.stale = bool(parts.lines) and _signature(merge_lines(parts.lines)) != _signature(lines)
     listed = set()
     for line in report.ok:
         listed.add(line["output"])

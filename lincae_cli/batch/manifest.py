@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 PARTS_FOLDER = ".lincae-manifest"
 MANIFEST_NAME = "manifest.jsonl"
 Line = dict[str, Any]
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _PART_NAME = re.compile(r"(?P<attempt>.+)\.rank(?P<rank>\d{5})\.(?P<kind>jsonl|plan\.json)")
 
 
@@ -79,7 +80,7 @@ class PartWriter:
     """Appends lines to one process's part (created with its folder when needed)."""
 
     def __init__(self, out: Path, attempt: str, rank: int) -> None:
-        self.path = out / PARTS_FOLDER / f"{attempt}.rank{rank:05d}.jsonl"
+        self.path = out / PARTS_FOLDER / f"{_stem(attempt, rank)}.jsonl"
         self.attempt, self.rank = attempt, rank
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,9 +111,14 @@ class PartWriter:
 
 def write_plan(out: Path, attempt: str, rank: int, plan: dict[str, Any]) -> None:
     """Record this process's share of an attempt (``ATTEMPT.rankRRRRR.plan.json``)."""
-    path = out / PARTS_FOLDER / f"{attempt}.rank{rank:05d}.plan.json"
+    path = out / PARTS_FOLDER / f"{_stem(attempt, rank)}.plan.json"
     document = {"attempt": attempt, "rank": rank, "time": now(), **plan}
     atomic_write_bytes(path, json.dumps(document, ensure_ascii=False).encode())
+
+
+def _stem(attempt: str, rank: int) -> str:
+    # torchrun's run id is whatever --rdzv-id said: keep it to characters safe in a file name.
+    return f"{_UNSAFE.sub('_', attempt)}.rank{rank:05d}"
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -127,8 +133,8 @@ class Parts:
     torn: list[str] = field(default_factory=list)  # "part:line" of each line skipped
 
 
-def read_parts(out: Path, exclude_attempt: str | None = None) -> Parts:
-    """Read the parts and plans of every attempt (but ``exclude_attempt``), in name order."""
+def read_parts(out: Path) -> Parts:
+    """Read the parts and plans of every attempt, in name order."""
     parts = Parts()
     folder = out / PARTS_FOLDER
     try:
@@ -139,7 +145,7 @@ def read_parts(out: Path, exclude_attempt: str | None = None) -> Parts:
         raise LincaeError(f"{folder}: cannot read ({error.strerror or error})") from None
     for name in names:
         match = _PART_NAME.fullmatch(name)
-        if match is None or match["attempt"] == exclude_attempt:
+        if match is None:
             continue
         if match["kind"] == "jsonl":
             lines, torn = read_lines(folder / name)

@@ -61,7 +61,7 @@ def manifest(
 
 def _show(report: CatalogueReport, checked: bool) -> None:
     for line in report.failed:
-        error_line(line["error"])
+        error_line(str(line.get("error") or f"{line['input']}: failed"))
     _list(report.pending, "input(s) planned but never reported: rerun the encode with "
           "--skip-existing to finish them")  # fmt: skip
     for problem in report.plan_problems:
@@ -83,7 +83,7 @@ def _show(report: CatalogueReport, checked: bool) -> None:
     if len(report.models) > 1:
         models = ", ".join(f"{model} ({count})" for model, count in report.models.items())
         warning_line(f"outputs from {len(report.models)} models: {models}")
-    seconds = sum(line["duration_seconds"] for line in report.ok)
+    seconds = report.audio_seconds
     audio = f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds:.1f} s"
     verb = "checked" if checked else "wrote"
     typer.echo(
