@@ -24,8 +24,8 @@ from torch import nn
 def zero_padding(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     """``x`` with its padding frames set to zero, in place (unchanged when ``valid`` is None).
 
-    In place is safe: nothing computed at padding frames ever reaches a real frame, so no
-    caller needs those values.
+    In place is safe inside the networks: nothing computed at padding frames ever reaches a
+    real frame, so no layer needs those values (the encoder copies its caller's input first).
     """
     if valid is not None:
         for example, count in enumerate(valid.tolist()):

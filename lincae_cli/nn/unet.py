@@ -83,7 +83,7 @@ class Encoder(nn.Module):
 
     def forward(self, rep: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """``valid``: real STFT frames per example; the latent has ceil(valid / 2^d) of them."""
-        x = self.conv_inp(zero_padding(rep, valid))
+        x = self.conv_inp(zero_padding(rep if valid is None else rep.clone(), valid))
         if self.config.frequency_scaling:
             x = self.gain(x)
         for layer in self.down_layers:
