@@ -68,9 +68,7 @@ class Framing:
         """How the audio was framed, for the ``chunking`` entry of a .lat: STFT frame 0 starts
         at the audio's first sample (the reference packages' framing), hop and n_fft (which
         give the frame count, see `latent_frames`)."""
-        stft = {"stft_start_sample": 0, "stft_hop": self.config.hop, "n_fft": self.config.n_fft}
-        assert tuple(stft) == FRAMING_KEYS
-        return stft
+        return dict(zip(FRAMING_KEYS, (0, self.config.hop, self.config.n_fft), strict=True))
 
     def latent_frames(self, num_samples: int) -> int:
         config = self.config
