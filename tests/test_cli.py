@@ -302,9 +302,9 @@ def test_mix_gain_subtract_are_exact_latent_arithmetic(cli: Run, tmp_path: Path)
     assert torch.equal(run("mix", pa, pb), a + b)
     assert torch.equal(run("gain", pa, "-6dB"), a * 10 ** (-6 / 20))
     assert torch.equal(run("gain", pa, "+3dB"), a * 10 ** (3 / 20))
-    assert torch.equal(run("gain", pa, "0.5"), a * 0.5)
-    assert torch.equal(run("gain", pa, "-1"), -a)
-    assert torch.equal(run("subtract", pa, pb), run("mix", pa, pb, "--gains", "1,-1"))
+    assert torch.equal(run("gain", pa, "x0.5"), a * 0.5)
+    assert torch.equal(run("gain", pa, "x-1"), -a)
+    assert torch.equal(run("subtract", pa, pb), run("mix", pa, pb, "--gains", "x1,x-1"))
     assert torch.equal(run("mix", pa, pb, "--gains", "0dB,-6dB"), a + b * 10 ** (-6 / 20))
 
 

@@ -133,18 +133,30 @@ def test_empty_mix():
         ("+3dB", 10 ** (3 / 20)),
         ("-6 db", 10 ** (-6 / 20)),
         ("0dB", 1.0),
-        ("0.5", 0.5),
-        ("-0.5", -0.5),
-        ("2", 2.0),
-        (".25", 0.25),
-        ("1e-1", 0.1),
+        ("-6", 10 ** (-6 / 20)),  # a bare number is dB, as in sox's gain
+        ("0.5", 10 ** (0.5 / 20)),
+        (".25", 10 ** (0.25 / 20)),
+        ("1e1", 10 ** (10 / 20)),
+        ("-inf", 0.0),
+        ("-infdB", 0.0),
+        ("-inf dB", 0.0),
+        ("x0.5", 0.5),
+        ("x-0.5", -0.5),  # polarity flips only when a negative factor asks for it
+        ("x-1", -1.0),
+        ("X2", 2.0),
+        ("x0", 0.0),
+        ("x1e-1", 0.1),
     ],
 )
 def test_parse_gain(text, expected):
     assert parse_gain(text) == pytest.approx(expected, rel=1e-12)
 
 
-@pytest.mark.parametrize("text", ["", "dB", "loud", "-6dBs", "6 d B", "nan", "inf", "1e999", "--6"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "dB", "loud", "-6dBs", "6 d B", "nan", "inf", "+inf", "1e999", "1e4", "--6"]
+    + ["x", "xx1", "x0.5dB", "x-inf", "x1e999"],
+)
 def test_parse_gain_rejects_junk(text):
     with pytest.raises(LincaeError, match="gain"):
         parse_gain(text)

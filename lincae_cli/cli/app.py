@@ -1,6 +1,6 @@
 """The `lincae` command: a Typer app whose commands live in sibling modules.
 
-User errors (LincaeError) are printed as one line with exit code 1, in one place
+User errors (LincaeError) are printed as one line with exit code 1 (2 for usage), in one place
 (`_LincaeGroup.invoke`); `--verbose` shows tracebacks instead. Command modules import torch and
 the engine only when they run, so `--help` stays fast.
 """
@@ -19,8 +19,8 @@ from lincae_cli.cli.info import INFO_HELP, info
 from lincae_cli.cli.manifest import MANIFEST_HELP, manifest
 from lincae_cli.cli.models import MODELS_HELP, models_app
 from lincae_cli.cli.ops import GAIN_HELP, MIX_HELP, SUBTRACT_HELP, gain, mix, subtract
-from lincae_cli.cli.options import Command, Group
-from lincae_cli.cli.render import error_line
+from lincae_cli.cli.options import Command, Group, NegativeValuesCommand
+from lincae_cli.cli.render import UsageError, error_line
 from lincae_cli.cli.train import TRAIN_HELP, train
 from lincae_cli.errors import LincaeError
 from lincae_cli.version import __version__
@@ -44,7 +44,8 @@ _VERBOSE = "lincae.verbose"  # key in the context's meta, shared by every subcom
 
 
 class _LincaeGroup(Group):
-    """Prints a `LincaeError` as one line and exits 1, in every way the app is run."""
+    """Prints a `LincaeError` as one line and exits 1 (2 for a `UsageError`), in every way the
+    app is run."""
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
@@ -53,7 +54,7 @@ class _LincaeGroup(Group):
             if ctx.meta.get(_VERBOSE):
                 raise
             error_line(str(error))
-            ctx.exit(1)
+            ctx.exit(2 if isinstance(error, UsageError) else 1)
         except KeyboardInterrupt:
             typer.echo("lincae: interrupted", err=True)
             raise
@@ -93,10 +94,13 @@ def _root(
 app.command("encode", cls=Command, help=ENCODE_HELP)(encode)
 app.command("decode", cls=Command, help=DECODE_HELP)(decode)
 app.command("mix", cls=Command, help=MIX_HELP)(mix)
-# GAIN may be negative ("-6dB"): tokens that are not options are arguments.
-app.command("gain", cls=Command, help=GAIN_HELP, context_settings={"ignore_unknown_options": True})(
-    gain
-)
+# GAIN may be negative ("-6", "-6dB", "-inf"): such tokens are arguments, not options.
+app.command(
+    "gain",
+    cls=NegativeValuesCommand,
+    help=GAIN_HELP,
+    context_settings={"ignore_unknown_options": True},
+)(gain)
 app.command("subtract", cls=Command, help=SUBTRACT_HELP)(subtract)
 app.command("info", cls=Command, help=INFO_HELP)(info)
 app.command("manifest", cls=Command, help=MANIFEST_HELP)(manifest)

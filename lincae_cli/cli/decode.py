@@ -12,7 +12,9 @@ from lincae_cli.cli.options import (
     FileBatchArgs,
     inputs_argument,
     output_option,
+    refuse_terminal_stdout,
     with_option_groups,
+    writes_stdout,
 )
 
 DECODE_HELP = """Decode latent files (.lat) back to audio.
@@ -58,6 +60,7 @@ def decode(
 ) -> None:
     from lincae_cli.batch.files import decode_files
 
+    refuse_terminal_stdout(writes_stdout(inputs, output))
     reporter = batch.reporter("decode", inputs, output)
     decode_files(
         inputs,

@@ -12,7 +12,9 @@ from lincae_cli.cli.options import (
     FileBatchArgs,
     inputs_argument,
     output_option,
+    refuse_terminal_stdout,
     with_option_groups,
+    writes_stdout,
 )
 
 ENCODE_HELP = """Encode audio into latent files (.lat).
@@ -60,6 +62,7 @@ def encode(
 ) -> None:
     from lincae_cli.batch.files import encode_files
 
+    refuse_terminal_stdout(writes_stdout(inputs, output))
     reporter = batch.reporter("encode", inputs, output)
     encode_files(
         inputs,

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lincae_cli.cli.options import DeviceOption, PrecisionOption, QuietOption
+from lincae_cli.cli.options import DeviceOption, QuietOption
 
 # Paragraphs are single strings: the help renderer keeps line breaks inside a paragraph.
 EVAL_HELP = "\n\n".join(
@@ -114,7 +114,15 @@ def eval_command(
         int, typer.Option("--steps", min=1, metavar="N", help="Consistency decoding steps.")
     ] = 1,
     device: DeviceOption = "auto",
-    precision: PrecisionOption = "fp32",
+    precision: Annotated[
+        str,
+        typer.Option(
+            "--precision",
+            metavar="PRECISION",
+            help="fp32 (the default: reduced precision adds a non-linearity of its own to the "
+            "figures), auto, bf16 or fp16. auto uses bf16 where the hardware runs it natively.",
+        ),
+    ] = "fp32",
     json_output: Annotated[
         bool, typer.Option("--json", help="Print JSON on stdout instead of the table.")
     ] = False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -96,7 +97,7 @@ def _stored_dtype(data: bytes, name: str) -> str:
 
 
 def operations(lat: LatentFile) -> str:
-    """The provenance as one line: ``encode(song.wav) -> gain(-6.0 dB)``."""
+    """The provenance as one line: ``encode(song.wav) -> gain(-6.00 dB)``."""
     return " -> ".join(_describe_entry(entry) for entry in lat.meta.provenance) or "-"
 
 
@@ -105,16 +106,35 @@ def _describe_entry(entry: dict[str, Any]) -> str:
     if op == "encode":
         return f"encode({Path(str(entry.get('input', '?'))).name})"
     if op == "gain":
-        gain_db = entry.get("gain_db")
-        shown = "-inf dB" if gain_db is None else f"{gain_db:+.2f} dB"
+        shown = ", ".join(_gain_words(entry.get("gain_linear"), shown_at_unity=True)) or "?"
         if "target_lufs" in entry:
             shown += f" to {entry['target_lufs']} LUFS"
         return f"gain({shown})"
     if op in ("mix", "subtract"):
-        inputs = entry.get("inputs") or []
-        names = ", ".join(Path(str(i.get("name", "?"))).name for i in inputs if isinstance(i, dict))
-        return f"{op}({names})"
+        inputs = [i for i in entry.get("inputs") or [] if isinstance(i, dict)]
+        names = [Path(str(i.get("name", "?"))).name for i in inputs]
+        if op == "mix":  # subtract's gains (1, -1, -1, ...) are what the name says
+            names = [
+                " ".join([name, *_gain_words(i.get("gain_linear"), shown_at_unity=False)])
+                for name, i in zip(names, inputs, strict=True)
+            ]
+        return f"{op}({', '.join(names)})"
     return op
+
+
+def _gain_words(gain_linear: object, shown_at_unity: bool) -> list[str]:
+    """A recorded linear gain in words: ``["-6.00 dB", "polarity flip"]``; ``[]`` when unknown
+    (or unity, unless ``shown_at_unity``)."""
+    if not isinstance(gain_linear, int | float):
+        return []
+    words = []
+    if gain_linear == 0:
+        words.append("-inf dB")
+    elif abs(gain_linear) != 1 or (shown_at_unity and gain_linear == 1):
+        words.append(f"{20 * math.log10(abs(gain_linear)):+.2f} dB")
+    if gain_linear < 0:
+        words.append("polarity flip")
+    return words
 
 
 def _print_tables(documents: list[dict[str, Any]]) -> None:

@@ -21,8 +21,10 @@ from lincae_cli.cli.options import (
     JsonOption,
     QuietOption,
     output_option,
+    refuse_terminal_stdout,
     with_option_groups,
 )
+from lincae_cli.cli.render import UsageError
 from lincae_cli.errors import LincaeError
 from lincae_cli.paths import STDIN_NAME, STDIO, is_stdio
 
@@ -53,6 +55,7 @@ class ResultArgs:
         """Before reading any input: ``output`` can be written with these options."""
         from lincae_cli.batch.files import check_result_output
 
+        refuse_terminal_stdout(is_stdio(output))
         check_result_output(output, self.dtype, self.force)
 
     def write(
@@ -85,8 +88,9 @@ class ResultArgs:
 
 MIX_HELP = """Mix latent files: the sum of their latents, with optional per-input gains.
 
-Gains are decibels (-6dB) or linear factors (0.5), comma-separated, one per input. \
-Inputs must come from the same model and have the same length (or use --pad).
+Gains are comma-separated, one per input: a number is decibels (-6 or -6dB, -inf mutes), \
+x before a number makes it a linear factor (x0.5; x-1 inverts polarity). Inputs must come \
+from the same model and have the same length (or use --pad).
 
 Examples:
 
@@ -97,7 +101,8 @@ Examples:
   lincae mix intro.lat song.lat --pad -o joined-in-time.lat
 """
 
-GAIN_HELP = """Scale a latent file: -6dB, +3dB, 0.5 (linear), -1 (polarity flip).
+GAIN_HELP = """Scale a latent file by GAIN in decibels, as sox's gain: -6 (or -6dB), +3, \
+-inf (silence); x before a number makes it a linear factor: x0.5, x-1 (polarity flip).
 
 With --lufs TARGET the gain is the one that brings the source's integrated loudness \
 (measured when it was encoded) to TARGET LUFS, computed without decoding; the new loudness is \
@@ -105,11 +110,11 @@ recorded as an estimate.
 
 Examples:
 
-  lincae gain song.lat -6dB -o quieter.lat
+  lincae gain song.lat -6 -o quieter.lat
 
   lincae gain song.lat --lufs -14 -o streaming.wav
 
-  lincae encode song.wav -o - | lincae gain - 0.5 -o - | lincae decode - -o half.wav
+  lincae encode song.wav -o - | lincae gain - x0.5 -o - | lincae decode - -o half.wav
 """
 
 SUBTRACT_HELP = """Subtract latent files from a mix: MIX - A - B - ...
@@ -136,7 +141,7 @@ def mix(
         typer.Option(
             "--gains",
             metavar="GAINS",
-            help="Comma-separated gain per input, e.g. 1,0.5 or 0dB,-6dB.",
+            help="Comma-separated gain per input: dB (0,-6 or 0dB,-6dB) or factors (x1,x0.5).",
             show_default=False,
         ),
     ] = None,
@@ -146,7 +151,7 @@ def mix(
     from lincae_cli.latents import ops
 
     if len(inputs) < 2:
-        raise LincaeError("mix needs at least two input files")
+        raise UsageError("mix needs at least two input files")
     gains_linear = None
     if gains is not None:
         parts = gains.split(",")
@@ -165,7 +170,9 @@ def gain(
     gain_text: Annotated[
         str | None,
         typer.Argument(
-            metavar="GAIN", help="-6dB, +3dB, 0.5, ... (omit with --lufs).", show_default=False
+            metavar="GAIN",
+            help="dB: -6, -6dB, +3, -inf; linear: x0.5, x-1 (omit with --lufs).",
+            show_default=False,
         ),
     ] = None,
     lufs: Annotated[
@@ -182,7 +189,7 @@ def gain(
     from lincae_cli.latents import ops
 
     if (gain_text is None) == (lufs is None):
-        raise LincaeError("give either a GAIN (like -6dB or 0.5) or --lufs TARGET, not both")
+        raise LincaeError("give either a GAIN (like -6dB or x0.5) or --lufs TARGET, not both")
     factor = None if gain_text is None else ops.parse_gain(gain_text)
     result_args.check(output)
     (source,), names = read_inputs([input_file])

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
@@ -18,6 +20,7 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from lincae_cli.engine.chunks import DEFAULT_CHUNK_SECONDS
+from lincae_cli.errors import LincaeError
 from lincae_cli.paths import STDIO
 
 if TYPE_CHECKING:
@@ -41,6 +44,18 @@ def inputs_argument(files: str) -> Any:
 def output_option(help_text: str) -> Any:
     """``--output``/``-o``; ``help_text`` says what the command writes there."""
     return typer.Option("--output", "-o", metavar="PATH", help=help_text, show_default=False)
+
+
+def refuse_terminal_stdout(writes_stdout: bool) -> None:
+    """Before any work: like gzip, never write binary data (latents, WAV) onto a terminal."""
+    if writes_stdout and sys.stdout.isatty():
+        raise LincaeError("refusing to write binary data to a terminal (use -o FILE or a pipe)")
+
+
+def writes_stdout(args: Sequence[str], output: str | None) -> bool:
+    """Whether a file-per-file command writes on stdout: ``-o -``, or stdin's output by
+    default."""
+    return output == STDIO or (output is None and STDIO in args)
 
 
 ModelOption = Annotated[
@@ -216,8 +231,7 @@ class FileBatchArgs:
         or stdin's output by default)."""
         from lincae_cli.cli.render import Reporter
 
-        stdout_busy = output == STDIO or (output is None and STDIO in args)
-        return Reporter(command, self.quiet, self.json_output, stdout_busy)
+        return Reporter(command, self.quiet, self.json_output, writes_stdout(args, output))
 
 
 def with_option_groups(command: Callable[..., None]) -> Callable[..., None]:
@@ -321,6 +335,33 @@ def _usage_name(argument: TyperArgument) -> str:
 
 class Command(_ConventionalHelp, TyperCommand):
     """A lincae command (``cls=`` of ``app.command``)."""
+
+
+class NegativeValuesCommand(Command):
+    """A command whose arguments may be negative numbers (``gain song.lat -6``, ``-inf``).
+
+    Click would read ``-inf`` as the short options ``-i -n -f``; here a token that starts like a
+    negative number is an argument, unless it is the value of the option before it. A leading
+    space keeps click from seeing the dash (the gain parser ignores surrounding space).
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        takes_value = {
+            name
+            for param in self.get_params(ctx)
+            if isinstance(param, TyperOption) and not param.is_flag
+            for name in param.opts
+        }
+        kept = [
+            f" {arg}"
+            if _NEGATIVE_VALUE.match(arg) and (index == 0 or args[index - 1] not in takes_value)
+            else arg
+            for index, arg in enumerate(args)
+        ]
+        return super().parse_args(ctx, kept)
+
+
+_NEGATIVE_VALUE = re.compile(r"-(?:\d|\.\d|inf)", re.IGNORECASE)
 
 
 class Group(_ConventionalHelp, TyperGroup):

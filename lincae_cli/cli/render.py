@@ -13,9 +13,15 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from lincae_cli.batch.result import BatchResult, Record
+from lincae_cli.errors import LincaeError
 
 if TYPE_CHECKING:
     from lincae_cli.engine.progress import RichProgress
+
+
+class UsageError(LincaeError):
+    """A command called the wrong way (printed as one line like any `LincaeError`, but exit
+    code 2, as click's usage errors)."""
 
 
 def error_line(message: str) -> None:

@@ -37,9 +37,9 @@ prefix of --data rather than a config key, because data locations are not part o
 (a run may mix folders and MUSDB, and move them between machines).
 
 --set train.tensorboard=true also writes TensorBoard scalars to RUN_DIR/tensorboard
-(pip install tensorboard). train.precision = "auto" (default) uses bf16 where the hardware
-runs it natively, else fp32; "fp16" (CUDA only) trains with a dynamic loss scale, saved in the
-checkpoint.
+(pip install 'lincae\\[tensorboard]'). train.precision = "auto" (default) uses bf16 where
+the hardware runs it natively, else fp32; "fp16" (CUDA only) trains with a dynamic loss scale,
+saved in the checkpoint.
 """
 
 

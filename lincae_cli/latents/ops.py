@@ -18,10 +18,13 @@ from lincae_cli.errors import LincaeError
 from lincae_cli.latents.framing import FRAMING_KEYS, framing_of
 from lincae_cli.latents.latfile import LatentFile, LatentMeta, provenance_entry
 
-# A plain number ("0.5", "-1", "2e-1") optionally followed by "dB" (any case, optional space).
+# A gain on the command line, as sox's `gain` reads it: a number is decibels ("-6", "+3dB",
+# "-6 db"; "-inf" is silence); "x" before a number makes it a linear factor ("x0.5", "x-1").
+_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _GAIN_PATTERN = re.compile(
-    r"\s*(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(?P<db>[dD][bB])?\s*"
+    rf"\s*(?:x\s*(?P<linear>{_NUMBER})|(?P<db>{_NUMBER}|-inf)\s*(?:db)?)\s*", re.IGNORECASE
 )
+_MAX_GAIN_DB = 6000.0  # 10 ** (6000 / 20) is near the largest float; beyond it is out of range
 
 
 def db_to_linear(gain_db: float) -> float:
@@ -38,16 +41,24 @@ def linear_to_db(gain_linear: float) -> float:
 def parse_gain(text: str) -> float:
     """Parse a gain given on the command line into a linear factor.
 
-    ``"-6dB"``, ``"+3 dB"`` are decibels; ``"0.5"``, ``"-0.5"`` are linear factors (a negative
-    factor inverts polarity). Anything else raises `LincaeError`.
+    As in sox's ``gain``, a number is decibels: ``"-6"``, ``"-6dB"``, ``"+3 dB"``; ``"-inf"``
+    (or ``"-infdB"``) is silence (factor 0). A linear factor is written with an ``x``:
+    ``"x0.5"``; only a negative factor (``"x-1"``) inverts polarity. Anything else raises
+    `LincaeError`.
     """
     match = _GAIN_PATTERN.fullmatch(text)
     if match is None:
         raise LincaeError(
-            f"cannot read gain {text!r}: use decibels like '-6dB' or a linear factor like '0.5'"
+            f"cannot read gain {text!r}: use decibels like '-6' or '-6dB', or a linear factor "
+            "like 'x0.5' ('x-1' inverts polarity)"
         )
-    number = float(match.group("number"))
-    gain_linear = db_to_linear(number) if match.group("db") else number
+    if match.group("linear") is not None:
+        gain_linear = float(match.group("linear"))
+    elif match.group("db").lower() == "-inf":
+        gain_linear = 0.0
+    else:
+        gain_db = float(match.group("db"))
+        gain_linear = db_to_linear(gain_db) if abs(gain_db) < _MAX_GAIN_DB else math.inf
     if not math.isfinite(gain_linear):
         raise LincaeError(f"gain {text!r} is out of range")
     return gain_linear

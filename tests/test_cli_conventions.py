@@ -1,0 +1,192 @@
+"""sox conventions on the command line: gains in dB, `-inf`, usage errors, honest help texts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from lincae_cli.latents.latfile import read_lat
+from tests.conftest import write_tone
+
+Run = Callable[..., Any]
+
+
+def _ok(result: Any) -> Any:
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    return result
+
+
+@pytest.fixture
+def two_lats(cli: Run, tmp_path: Path) -> tuple[str, str]:
+    write_tone(tmp_path / "a.wav", 0.6, seed=1)
+    write_tone(tmp_path / "b.wav", 0.6, seed=2)
+    _ok(cli("encode", str(tmp_path / "a.wav"), str(tmp_path / "b.wav"), model=True))
+    return str(tmp_path / "a.lat"), str(tmp_path / "b.lat")
+
+
+def _result(cli: Run, tmp_path: Path, *args: str) -> torch.Tensor:
+    out = tmp_path / "out.lat"
+    _ok(cli(*args, "-o", str(out), "--dtype", "float32", "--force"))
+    return read_lat(out).latents
+
+
+# -- gains are decibels, as in sox; factors are written x0.5 --------------------------------
+
+
+def test_a_bare_gain_is_decibels_and_a_factor_says_x(
+    cli: Run, tmp_path: Path, two_lats: tuple[str, str]
+) -> None:
+    pa, pb = two_lats
+    a, b = read_lat(pa).latents, read_lat(pb).latents
+    minus_6_db = 10 ** (-6 / 20)
+    assert torch.equal(_result(cli, tmp_path, "gain", pa, "-6"), a * minus_6_db)
+    assert torch.equal(_result(cli, tmp_path, "gain", pa, "-6dB"), a * minus_6_db)
+    assert torch.equal(_result(cli, tmp_path, "gain", pa, "+3"), a * 10 ** (3 / 20))
+    assert torch.equal(_result(cli, tmp_path, "gain", pa, "x0.5"), a * 0.5)
+    assert torch.equal(_result(cli, tmp_path, "gain", pa, "x-1"), -a)
+    mixed = _result(cli, tmp_path, "mix", pa, pb, "--gains", "0,-6")
+    assert torch.equal(mixed, a + b * minus_6_db)
+    assert torch.equal(_result(cli, tmp_path, "mix", pa, pb, "--gains", "x1,x0.5"), a + b * 0.5)
+
+
+@pytest.mark.parametrize("mute", ["-inf", "-infdB"])
+def test_minus_inf_mutes_and_is_not_read_as_options(
+    cli: Run, tmp_path: Path, two_lats: tuple[str, str], mute: str
+) -> None:
+    pa, _ = two_lats
+    silent = _result(cli, tmp_path, "gain", pa, mute)
+    assert torch.equal(silent, torch.zeros_like(silent))
+    # A value that looks negative still belongs to the option before it.
+    _ok(cli("gain", pa, "--lufs", "-14", "-o", str(tmp_path / "loud.lat")))
+
+
+def test_info_shows_mix_gains_and_polarity_flips(
+    cli: Run, tmp_path: Path, two_lats: tuple[str, str]
+) -> None:
+    pa, pb = two_lats
+
+    def operations(*args: str) -> str:
+        out = tmp_path / "shown.lat"
+        _ok(cli(*args, "-o", str(out), "--force"))
+        (document,) = json.loads(_ok(cli("info", str(out), "--json")).stdout)
+        return document["operations"]
+
+    assert operations("mix", pa, pb, "--gains", "0,-6") == "mix(a.lat, b.lat -6.00 dB)"
+    assert operations("mix", pa, pb, "--gains", "x-1,-inf") == (
+        "mix(a.lat polarity flip, b.lat -inf dB)"
+    )
+    assert operations("gain", pa, "x-1").endswith("-> gain(polarity flip)")
+    assert operations("gain", pa, "x-0.5").endswith("-> gain(-6.02 dB, polarity flip)")
+    assert operations("gain", pa, "-6").endswith("-> gain(-6.00 dB)")
+    assert operations("subtract", pa, pb) == "subtract(a.lat, b.lat)"
+
+
+# -- usage errors, help texts that say what the code does ----------------------------------
+
+
+def test_mix_with_one_input_is_a_usage_error(cli: Run, two_lats: tuple[str, str]) -> None:
+    pa, _ = two_lats
+    result = cli("mix", pa, "-o", str(Path(pa).with_name("one.lat")))
+    assert result.exit_code == 2, (result.exit_code, result.stderr)
+    assert result.stderr.strip() == "lincae: error: mix needs at least two input files"
+    assert not Path(pa).with_name("one.lat").exists()
+    # Other errors keep exit code 1.
+    assert cli("mix", pa, pa + ".missing", "-o", str(Path(pa).with_name("x.lat"))).exit_code == 1
+
+
+def _option(command: str, name: str) -> Any:
+    import typer
+
+    from lincae_cli.cli.app import app
+
+    click_command = typer.main.get_command(app).commands[command]  # type: ignore[attr-defined]
+    return next(param for param in click_command.params if param.name == name)
+
+
+def test_eval_precision_help_names_its_default(cli: Run) -> None:
+    precision = _option("eval", "precision")
+    assert precision.default == "fp32"
+    assert precision.help.startswith("fp32 (the default:")
+    assert "[default: fp32]" in " ".join(_ok(cli("eval", "--help")).stdout.split())
+
+
+def test_train_help_and_readme_install_tensorboard_the_same_way(cli: Run) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    install = "pip install 'lincae[tensorboard]'"
+    assert install in readme
+    help_text = " ".join(_ok(cli("train", "--help")).stdout.split())
+    assert install in help_text
+    assert "pip install tensorboard" not in help_text
+
+
+# -- binary data never goes to a terminal (like gzip) ---------------------------------------
+
+
+def _run_on_a_terminal(args: list[str], stdin_path: Path | None = None) -> tuple[int, bytes, str]:
+    """Run ``lincae ARGS`` with stdout on a pseudo-terminal: (exit code, what reached the
+    terminal, stderr)."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    main_fd, terminal_fd = pty.openpty()
+    stdin = stdin_path.open("rb") if stdin_path is not None else subprocess.DEVNULL
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lincae_cli.cli.app", *args],
+            stdin=stdin,
+            stdout=terminal_fd,
+            stderr=subprocess.PIPE,
+        )
+    finally:
+        os.close(terminal_fd)
+    shown = b""
+    while True:  # drain the terminal as the command runs, so it never blocks on a full one
+        ready, _, _ = select.select([main_fd], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(main_fd, 65536)
+            except OSError:  # the command closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        elif process.poll() is not None:
+            break
+    os.close(main_fd)
+    assert process.stderr is not None
+    stderr = process.stderr.read().decode()
+    code = process.wait(timeout=120)
+    if stdin_path is not None:
+        stdin.close()  # type: ignore[union-attr]
+    return code, shown, stderr
+
+
+@pytest.mark.parametrize("command", ["encode", "encode-stdin", "decode", "gain", "mix", "subtract"])
+def test_binary_output_is_refused_on_a_terminal(
+    command: str, tmp_path: Path, two_lats: tuple[str, str], tiny_model_path: Path
+) -> None:
+    pa, pb = two_lats
+    wav = tmp_path / "a.wav"
+    model = ["--model", str(tiny_model_path), "--precision", "fp32"]
+    args, stdin_path = {
+        "encode": (["encode", str(wav), "-o", "-", *model], None),
+        "encode-stdin": (["encode", "-", *model], wav),  # stdin's output is stdout by default
+        "decode": (["decode", pa, "-o", "-", *model], None),
+        "gain": (["gain", pa, "-6", "-o", "-"], None),
+        "mix": (["mix", pa, pb, "-o", "-"], None),
+        "subtract": (["subtract", pa, pb, "-o", "-"], None),
+    }[command]
+    code, shown, stderr = _run_on_a_terminal(args, stdin_path)
+    assert code == 1, stderr
+    assert shown == b""
+    assert stderr == (
+        "lincae: error: refusing to write binary data to a terminal (use -o FILE or a pipe)\n"
+    )
