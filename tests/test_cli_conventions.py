@@ -97,6 +97,9 @@ def test_mix_with_one_input_is_a_usage_error(cli: Run, two_lats: tuple[str, str]
     assert not Path(pa).with_name("one.lat").exists()
     # Other errors keep exit code 1.
     assert cli("mix", pa, pa + ".missing", "-o", str(Path(pa).with_name("x.lat"))).exit_code == 1
+    alone = cli("subtract", pa, "-o", str(Path(pa).with_name("rest.lat")))
+    assert alone.exit_code == 2, (alone.exit_code, alone.stderr)
+    assert alone.stderr.strip().startswith("lincae: error: subtract needs a mix and at least one")
 
 
 def _option(command: str, name: str) -> Any:

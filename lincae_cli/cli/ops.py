@@ -229,7 +229,7 @@ def subtract(
     from lincae_cli.latents import ops
 
     if len(inputs) < 2:
-        raise LincaeError("subtract needs a mix and at least one file to take out of it")
+        raise UsageError("subtract needs a mix and at least one file to take out of it")
     result_args.check(output)
     files, names = read_inputs(inputs)
     result = ops.subtract(files[0], files[1:], pad=pad, names=names)
