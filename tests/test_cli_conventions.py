@@ -193,3 +193,18 @@ def test_binary_output_is_refused_on_a_terminal(
     assert stderr == (
         "lincae: error: refusing to write binary data to a terminal (use -o FILE or a pipe)\n"
     )
+
+
+@pytest.mark.parametrize(
+    "options", [["--normalize"], ["-r", "22050"], ["--subtype", "PCM_24", "--limit"]]
+)
+def test_decoding_options_are_refused_for_a_latent_output(
+    cli: Run, two_lats: tuple[str, str], options: list[str]
+) -> None:
+    pa, _ = two_lats
+    target = Path(pa).with_name("louder.lat")
+    result = cli("gain", pa, "+3", "-o", str(target), *options)
+    assert result.exit_code == 1, (result.exit_code, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "only apply when decoding to audio" in lines[0], lines
+    assert not target.exists()

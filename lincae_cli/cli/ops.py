@@ -26,7 +26,7 @@ from lincae_cli.cli.options import (
 )
 from lincae_cli.cli.render import UsageError
 from lincae_cli.errors import LincaeError
-from lincae_cli.paths import STDIN_NAME, STDIO, is_stdio
+from lincae_cli.paths import STDIN_NAME, STDIO, is_lat_path, is_stdio
 
 if TYPE_CHECKING:
     from lincae_cli.latents.latfile import LatentFile
@@ -57,6 +57,12 @@ class ResultArgs:
 
         refuse_terminal_stdout(is_stdio(output))
         check_result_output(output, self.dtype, self.force)
+        audio_options = self.audio.given()
+        if audio_options and (is_stdio(output) or is_lat_path(output)):
+            raise LincaeError(
+                f"{', '.join(audio_options)} only apply when decoding to audio; {output} is "
+                "latents (name an audio file, e.g. out.wav, to decode)"
+            )
 
     def write(
         self, command: str, result: LatentFile, output: str, names: list[str], **fields: object

@@ -204,6 +204,15 @@ class AudioOutputArgs:
     normalize: NormalizeOption = False
     limit: LimitOption = False
 
+    def given(self) -> list[str]:
+        """The options given that differ from their defaults, as typed (``--normalize``)."""
+        names = {"sample_rate": "--sample-rate", "subtype": "--subtype"}
+        return [
+            names.get(field.name, f"--{field.name}")
+            for field in dataclasses.fields(self)
+            if getattr(self, field.name) != field.default
+        ]
+
     def options(self) -> OutputOptions:
         from lincae_cli.audio.sink import OutputOptions
 
