@@ -12,11 +12,9 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 from lincae_cli.errors import LincaeError
 
-T = TypeVar("T")
 _MIN_COST = 1e-3
 
 
@@ -84,13 +82,3 @@ def assign_shares(costs: Sequence[float], world_size: int) -> list[int]:
         # A floor spreads items of unknown (zero) cost instead of piling them on one rank.
         heapq.heapreplace(heap, (load + max(costs[index], _MIN_COST), rank))
     return owners
-
-
-def shard_items(items: Sequence[T], costs: Sequence[float], info: ShardInfo) -> list[T]:
-    """This rank's share of ``items`` (see `assign_shares`), in the input order."""
-    if len(items) != len(costs):
-        raise ValueError(f"{len(items)} items but {len(costs)} costs")
-    if info.world_size == 1:
-        return list(items)
-    owners = assign_shares(costs, info.world_size)
-    return [item for item, owner in zip(items, owners, strict=True) if owner == info.rank]
