@@ -10,14 +10,11 @@ fast later, with its reason.
 from __future__ import annotations
 
 import json
-import struct
 from collections.abc import Sequence
 from pathlib import Path
 
 from lincae_cli.batch.inputs import InputFile
-
-_HEADER_LENGTH_BYTES = 8
-_MAX_HEADER_BYTES = 16 * 1024 * 1024  # a .lat header is a few kB; anything larger is not one
+from lincae_cli.errors import LincaeError
 
 
 def input_seconds(items: Sequence[InputFile]) -> list[float]:
@@ -33,7 +30,7 @@ def _seconds(item: InputFile) -> float:
         if item.path.suffix.lower() == ".lat":
             return lat_recorded_seconds(item.path)
         return audio_header_seconds(item.path)
-    except (OSError, RuntimeError, ValueError, KeyError, TypeError, struct.error):
+    except (LincaeError, OSError, RuntimeError, ValueError, KeyError, TypeError):
         # soundfile raises LibsndfileError (a RuntimeError) for what it cannot open.
         return 0.0
 
@@ -49,12 +46,8 @@ def audio_header_seconds(path: Path) -> float:
 def lat_recorded_seconds(path: Path) -> float:
     """Duration of the audio a ``.lat`` file encodes, from its metadata (docs/lat-format.md),
     reading the header only."""
+    from lincae_cli.latents.container import read_header
     from lincae_cli.latents.latfile import META_KEY
 
-    with open(path, "rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(_HEADER_LENGTH_BYTES))
-        if length > _MAX_HEADER_BYTES:
-            raise ValueError(f"{path}: header of {length} bytes")
-        header = json.loads(handle.read(length))
-    document = json.loads(header["__metadata__"][META_KEY])
+    document = json.loads(read_header(path, str(path))["__metadata__"][META_KEY])
     return float(document["num_samples"]) / max(float(document["source_sample_rate"]), 1.0)

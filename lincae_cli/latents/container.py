@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 from typing import Any
 
@@ -16,6 +17,7 @@ from lincae_cli.errors import LincaeError
 # The safetensors dtype codes a .lat may store its latents in.
 STORED_DTYPES: dict[str, np.dtype] = {"F16": np.dtype("<f2"), "F32": np.dtype("<f4")}
 _HEADER_LENGTH_BYTES = 8
+_MAX_HEADER_BYTES = 16 * 1024 * 1024  # a .lat header is a few kB; anything larger is not one
 
 
 def split_container(data: bytes, name: str) -> tuple[dict[str, Any], memoryview]:
@@ -35,6 +37,23 @@ def split_container(data: bytes, name: str) -> tuple[dict[str, Any], memoryview]
     if not isinstance(header, dict):
         raise LincaeError(f"{name}: corrupt .lat file (header is not an object)")
     return header, memoryview(data)[header_end:]
+
+
+def read_header(path: str | os.PathLike[str], name: str) -> dict[str, Any]:
+    """The header of a .lat file, reading only the header's bytes (checked as `split_container`
+    checks them)."""
+    try:
+        with open(path, "rb") as handle:
+            prefix = handle.read(_HEADER_LENGTH_BYTES)
+            if len(prefix) == _HEADER_LENGTH_BYTES:
+                (length,) = struct.unpack("<Q", prefix)
+                if length > _MAX_HEADER_BYTES:
+                    raise LincaeError(f"{name}: not a .lat file (header of {length} bytes)")
+                prefix += handle.read(length)
+    except OSError as error:
+        raise LincaeError(f"{name}: cannot read ({error.strerror or error})") from None
+    header, _ = split_container(prefix, name)
+    return header
 
 
 def read_tensor(
