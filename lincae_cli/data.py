@@ -15,7 +15,6 @@ from __future__ import annotations
 import bisect
 import math
 import os
-import struct
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from torch.utils.data import Dataset
 
 from lincae_cli.batch.manifest import MANIFEST_NAME, read_lines
 from lincae_cli.errors import LincaeError
-from lincae_cli.latents.container import STORED_DTYPES, split_container
+from lincae_cli.latents.container import STORED_DTYPES, read_at, read_header
 from lincae_cli.latents.latfile import FORMAT_NAME, TENSOR_NAME
 from lincae_cli.paths import LAT_SUFFIX
 
@@ -179,7 +178,7 @@ class LatentDataset(Dataset):  # type: ignore[type-arg]
                 (layout.offset + ((first_row + row) * total + start) * size, row_bytes)
                 for row in range(latent_channels)
             ]
-        data = b"".join(_read_at(handle, position, length) for position, length in positions)
+        data = b"".join(read_at(handle, position, length) for position, length in positions)
         if len(data) != latent_channels * row_bytes:
             raise LincaeError(f"{file.path}: truncated latent file (changed since indexed?)")
         return np.frombuffer(data, dtype=layout.dtype).reshape(latent_channels, frames)
@@ -212,13 +211,6 @@ class LatentDataset(Dataset):  # type: ignore[type-arg]
         state = self.__dict__.copy()
         state["_open"] = OrderedDict()  # file handles stay in the process that opened them
         return state
-
-
-def _read_at(handle: BinaryIO, position: int, length: int) -> bytes:
-    if hasattr(os, "pread"):
-        return os.pread(handle.fileno(), length, position)
-    handle.seek(position)
-    return handle.read(length)
 
 
 # -- what files there are ---------------------------------------------------------------------
@@ -278,13 +270,7 @@ def read_layout(path: Path, handle: BinaryIO) -> _Layout:
 
 def _lat_layout(path: Path, handle: BinaryIO) -> _Layout:
     name = str(path)
-    start = _read_at(handle, 0, 8)
-    if len(start) < 8:
-        raise LincaeError(f"{name}: not a .lat file (too short)")
-    (length,) = struct.unpack("<Q", start)
-    if length > 16 * 1024 * 1024:
-        raise LincaeError(f"{name}: not a .lat file (header of {length} bytes)")
-    header, _ = split_container(start + _read_at(handle, 8, length), name)
+    header, data_start = read_header(handle, name)
     metadata = header.get("__metadata__")
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
         raise LincaeError(f"{name}: not a .lat file (safetensors without lincae-latent metadata)")
@@ -296,7 +282,7 @@ def _lat_layout(path: Path, handle: BinaryIO) -> _Layout:
         raise LincaeError(f"{name}: corrupt .lat file (bad {TENSOR_NAME} entry)")
     if offsets[1] - offsets[0] != math.prod(shape) * dtype.itemsize:
         raise LincaeError(f"{name}: corrupt .lat file (data size does not match shape {shape})")
-    return _Layout(8 + length + offsets[0], dtype, tuple(shape))  # type: ignore[arg-type]
+    return _Layout(data_start + offsets[0], dtype, tuple(shape))  # type: ignore[arg-type]
 
 
 def _npy_layout(path: Path, handle: BinaryIO) -> _Layout:

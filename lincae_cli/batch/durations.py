@@ -49,5 +49,6 @@ def lat_recorded_seconds(path: Path) -> float:
     from lincae_cli.latents.container import read_header
     from lincae_cli.latents.latfile import META_KEY
 
-    document = json.loads(read_header(path, str(path))["__metadata__"][META_KEY])
+    header, _ = read_header(path, str(path))
+    document = json.loads(header["__metadata__"][META_KEY])
     return float(document["num_samples"]) / max(float(document["source_sample_rate"]), 1.0)

@@ -8,7 +8,7 @@ import json
 import math
 import os
 import struct
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -39,21 +39,33 @@ def split_container(data: bytes, name: str) -> tuple[dict[str, Any], memoryview]
     return header, memoryview(data)[header_end:]
 
 
-def read_header(path: str | os.PathLike[str], name: str) -> dict[str, Any]:
-    """The header of a .lat file, reading only the header's bytes (checked as `split_container`
-    checks them)."""
-    try:
-        with open(path, "rb") as handle:
-            prefix = handle.read(_HEADER_LENGTH_BYTES)
-            if len(prefix) == _HEADER_LENGTH_BYTES:
-                (length,) = struct.unpack("<Q", prefix)
-                if length > _MAX_HEADER_BYTES:
-                    raise LincaeError(f"{name}: not a .lat file (header of {length} bytes)")
-                prefix += handle.read(length)
-    except OSError as error:
-        raise LincaeError(f"{name}: cannot read ({error.strerror or error})") from None
+def read_at(handle: BinaryIO, position: int, length: int) -> bytes:
+    """Up to ``length`` bytes from ``position``: a positioned read where the OS has one (safe
+    on a handle shared between threads), else seek and read."""
+    if hasattr(os, "pread"):
+        return os.pread(handle.fileno(), length, position)
+    handle.seek(position)
+    return handle.read(length)
+
+
+def read_header(file: str | os.PathLike[str] | BinaryIO, name: str) -> tuple[dict[str, Any], int]:
+    """The header of a .lat file (a path, or an open binary file read with positioned reads,
+    safe to share between threads) and where its tensor data starts, reading only the header's
+    bytes, checked as `split_container` checks them."""
+    if not hasattr(file, "fileno"):
+        try:
+            with open(file, "rb") as handle:  # type: ignore[arg-type]
+                return read_header(handle, name)
+        except OSError as error:
+            raise LincaeError(f"{name}: cannot read ({error.strerror or error})") from None
+    prefix = read_at(file, 0, _HEADER_LENGTH_BYTES)  # type: ignore[arg-type]
+    if len(prefix) == _HEADER_LENGTH_BYTES:
+        (length,) = struct.unpack("<Q", prefix)
+        if length > _MAX_HEADER_BYTES:
+            raise LincaeError(f"{name}: not a .lat file (header of {length} bytes)")
+        prefix += read_at(file, _HEADER_LENGTH_BYTES, length)  # type: ignore[arg-type]
     header, _ = split_container(prefix, name)
-    return header
+    return header, len(prefix)
 
 
 def read_tensor(
