@@ -11,7 +11,6 @@ gives the same result alone or among others.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -249,8 +248,3 @@ def decode_to_array(
     report: SinkReport = outcome.result
     assert report.audio is not None
     return report.audio, report.sample_rate
-
-
-def with_options(engine: Engine, **changes: Any) -> Engine:
-    """The same model with other options (no reload)."""
-    return Engine(engine.model, dataclasses.replace(engine.options, **changes))
