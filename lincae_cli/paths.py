@@ -1,5 +1,6 @@
-"""Path conventions every layer shares: ``-`` for stdin/stdout, ``.lat`` for latents, and how
-such places are named in messages (``<stdin>``, ``<stdout>``)."""
+"""Path conventions every layer shares: ``-`` for stdin/stdout, ``.lat`` (or ``.npy`` beside a
+``.json`` sidecar) for latents, and how such places are named in messages (``<stdin>``,
+``<stdout>``, ``<null>``)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 
 STDIO = "-"
 LAT_SUFFIX = ".lat"
+NPY_SUFFIX = ".npy"  # latents as a NumPy array, beside a JSON sidecar (latents/npy.py)
 STDIN_NAME = "<stdin>"
 STDOUT_NAME = "<stdout>"
+NULL_NAME = "<null>"  # the output of -n (sox's null file): the work is done, nothing written
 
 
 def is_stdio(path: str | os.PathLike[str]) -> bool:
@@ -20,6 +23,11 @@ def is_stdio(path: str | os.PathLike[str]) -> bool:
 def is_lat_path(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` names a latent file (suffix ``.lat``)."""
     return Path(path).suffix.lower() == LAT_SUFFIX
+
+
+def is_npy_path(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names latents as a NumPy array (suffix ``.npy``, beside its sidecar)."""
+    return Path(path).suffix.lower() == NPY_SUFFIX
 
 
 def input_name(path: str | os.PathLike[str]) -> str:

@@ -7,9 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-import torch
+import soundfile
 
+from lincae_cli.cli.info import operations
 from lincae_cli.latents.latfile import read_lat
 from tests.conftest import write_tone
 
@@ -29,7 +31,7 @@ def two_lats(cli: Run, tmp_path: Path) -> tuple[str, str]:
     return str(tmp_path / "a.lat"), str(tmp_path / "b.lat")
 
 
-def _result(cli: Run, tmp_path: Path, *args: str) -> torch.Tensor:
+def _result(cli: Run, tmp_path: Path, *args: str) -> np.ndarray:
     out = tmp_path / "out.lat"
     _ok(cli(*args, "-o", str(out), "--dtype", "float32", "--force"))
     return read_lat(out).latents
@@ -44,14 +46,14 @@ def test_a_bare_gain_is_decibels_and_a_factor_says_x(
     pa, pb = two_lats
     a, b = read_lat(pa).latents, read_lat(pb).latents
     minus_6_db = 10 ** (-6 / 20)
-    assert torch.equal(_result(cli, tmp_path, "gain", pa, "-6"), a * minus_6_db)
-    assert torch.equal(_result(cli, tmp_path, "gain", pa, "-6dB"), a * minus_6_db)
-    assert torch.equal(_result(cli, tmp_path, "gain", pa, "+3"), a * 10 ** (3 / 20))
-    assert torch.equal(_result(cli, tmp_path, "gain", pa, "x0.5"), a * 0.5)
-    assert torch.equal(_result(cli, tmp_path, "gain", pa, "x-1"), -a)
+    assert np.array_equal(_result(cli, tmp_path, "gain", pa, "-6"), a * minus_6_db)
+    assert np.array_equal(_result(cli, tmp_path, "gain", pa, "-6dB"), a * minus_6_db)
+    assert np.array_equal(_result(cli, tmp_path, "gain", pa, "+3"), a * 10 ** (3 / 20))
+    assert np.array_equal(_result(cli, tmp_path, "gain", pa, "x0.5"), a * 0.5)
+    assert np.array_equal(_result(cli, tmp_path, "gain", pa, "x-1"), -a)
     mixed = _result(cli, tmp_path, "mix", pa, pb, "--gains", "0,-6")
-    assert torch.equal(mixed, a + b * minus_6_db)
-    assert torch.equal(_result(cli, tmp_path, "mix", pa, pb, "--gains", "x1,x0.5"), a + b * 0.5)
+    assert np.array_equal(mixed, a + b * minus_6_db)
+    assert np.array_equal(_result(cli, tmp_path, "mix", pa, pb, "--gains", "x1,x0.5"), a + b * 0.5)
 
 
 @pytest.mark.parametrize("mute", ["-inf", "-infdB"])
@@ -60,7 +62,7 @@ def test_minus_inf_mutes_and_is_not_read_as_options(
 ) -> None:
     pa, _ = two_lats
     silent = _result(cli, tmp_path, "gain", pa, mute)
-    assert torch.equal(silent, torch.zeros_like(silent))
+    assert np.array_equal(silent, np.zeros_like(silent))
     # A value that looks negative still belongs to the option before it.
     _ok(cli("gain", pa, "--lufs", "-14", "-o", str(tmp_path / "loud.lat")))
 
@@ -73,7 +75,7 @@ def test_info_shows_mix_gains_and_polarity_flips(
     def operations(*args: str) -> str:
         out = tmp_path / "shown.lat"
         _ok(cli(*args, "-o", str(out), "--force"))
-        (document,) = json.loads(_ok(cli("info", str(out), "--json")).stdout)
+        (document,) = json.loads(_ok(cli("info", str(out), "--json")).stdout)["files"]
         return document["operations"]
 
     assert operations("mix", pa, pb, "--gains", "0,-6") == "mix(a.lat, b.lat -6.00 dB)"
@@ -208,3 +210,136 @@ def test_decoding_options_are_refused_for_a_latent_output(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "only apply when decoding to audio" in lines[0], lines
     assert not target.exists()
+
+
+# -- misspelt options, options that do nothing -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command", [["gain", "IN", "+3"], ["gain", "IN", "-6dB"], ["mix", "IN", "IN"], ["decode", "IN"]]
+)
+def test_a_misspelt_option_is_named_as_such(
+    cli: Run, two_lats: tuple[str, str], command: list[str]
+) -> None:
+    pa, _ = two_lats
+    target = Path(pa).with_name("out.lat")
+    args = [pa if word == "IN" else word for word in command]
+    result = cli(*args, "--forse", "-o", str(target))
+    assert result.exit_code == 2, (result.exit_code, result.stderr)
+    assert "No such option: --forse" in result.stderr
+    assert "extra argument" not in result.stderr
+    assert not target.exists()
+    # A short option that is not a number is an option too.
+    assert "No such option: -x" in cli(*args, "-x", "-o", str(target)).stderr
+
+
+def test_encode_takes_no_seed_and_decoding_commands_do(cli: Run, tmp_path: Path) -> None:
+    write_tone(tmp_path / "a.wav", 0.2)
+    result = cli("encode", str(tmp_path / "a.wav"), "--seed", "3")
+    assert result.exit_code == 2 and "No such option: --seed" in result.stderr
+    assert not (tmp_path / "a.lat").exists()
+    assert "--seed" not in _ok(cli("encode", "--help")).stdout
+    for command in ("decode", "mix", "gain", "subtract"):
+        assert "--seed" in _ok(cli(command, "--help")).stdout, command
+
+
+def test_the_mix_pad_example_overlays_rather_than_joins(cli: Run) -> None:
+    help_text = " ".join(_ok(cli("mix", "--help")).stdout.split())
+    assert "joined" not in help_text
+    assert "--pad -o song-with-jingle.lat (jingle over the start)" in help_text
+
+
+# -- mono among stereo: upmixed and shown by info --------------------------------------------
+
+
+def test_mix_and_subtract_upmix_a_mono_input(cli: Run, tmp_path: Path) -> None:
+    write_tone(tmp_path / "mono.wav", 0.6, seed=1)
+    write_tone(tmp_path / "stereo.wav", 0.6, channels=2, seed=2)
+    _ok(cli("encode", str(tmp_path / "mono.wav"), str(tmp_path / "stereo.wav"), model=True))
+    mono, stereo = str(tmp_path / "mono.lat"), str(tmp_path / "stereo.lat")
+    m, s = (np.asarray(read_lat(path).latents) for path in (mono, stereo))
+    both_sides = np.concatenate([m, m])
+    for args, expected, shown in [
+        (["mix", stereo, mono], s + both_sides, "mix(stereo.lat, upmix(mono.lat, 1→2))"),
+        (
+            ["subtract", stereo, mono],
+            s - both_sides,
+            "subtract(stereo.lat, upmix(mono.lat, 1→2))",
+        ),
+        (
+            ["mix", mono, stereo, "--gains", "-6,0"],
+            both_sides * 10 ** (-6 / 20) + s,
+            "mix(upmix(mono.lat, 1→2) -6.00 dB, stereo.lat)",
+        ),
+    ]:
+        out = tmp_path / "out.lat"
+        _ok(cli(*args, "-o", str(out), "--dtype", "float32", "--force"))
+        result = read_lat(out)
+        assert result.channels == 2
+        np.testing.assert_allclose(np.asarray(result.latents), expected, rtol=1e-6, atol=1e-6)
+        assert operations(result) == shown  # the operations line of `lincae info`
+    # Decoding the upmixed result gives stereo audio.
+    _ok(cli("mix", stereo, mono, "-o", str(tmp_path / "both.wav"), model=True))
+    assert soundfile.info(tmp_path / "both.wav").channels == 2
+
+
+# -- -n (null output) and -V, before or after the command ------------------------------------
+
+
+def _null_run(cli: Run, tmp_path: Path, *args: str, model: bool = False) -> dict[str, Any]:
+    before = sorted(tmp_path.rglob("*"))
+    document = json.loads(_ok(cli(*args, "--json", model=model)).stdout)
+    assert sorted(tmp_path.rglob("*")) == before, "-n wrote a file"
+    return document
+
+
+def test_null_output_does_the_work_and_writes_nothing(cli: Run, tmp_path: Path) -> None:
+    wav = write_tone(tmp_path / "a.wav", 0.6, seed=1)
+    write_tone(tmp_path / "b.wav", 0.6, seed=2)
+    _ok(cli("encode", str(wav), str(tmp_path / "b.wav"), model=True))
+    pa, pb = str(tmp_path / "a.lat"), str(tmp_path / "b.lat")
+    frames = read_lat(pa).frames
+    # Existing outputs do not matter: nothing is written.
+    for args in (["encode", str(wav), "-n"], ["-n", "encode", str(wav)]):
+        (record,) = _null_run(cli, tmp_path, *args, model=True)["files"]
+        assert (record["status"], record["output"], record["frames"]) == ("ok", "<null>", frames)
+    for args in (["decode", pa, "-n"], ["-n", "decode", pa]):
+        (record,) = _null_run(cli, tmp_path, *args, model=True)["files"]
+        assert (record["status"], record["output"]) == ("ok", "<null>")
+        assert record["channels"] == 1 and record["peak"] > 0
+    for args in (["mix", pa, pb], ["gain", pa, "-6"], ["subtract", pa, pb]):
+        for null_args in ([*args, "-n"], ["-n", *args]):
+            (record,) = _null_run(cli, tmp_path, *null_args)["files"]
+            assert (record["status"], record["output"]) == ("ok", "<null>")
+            assert record["frames"] == frames
+
+
+def test_null_output_refuses_an_output_or_a_command_without_it(cli: Run, tmp_path: Path) -> None:
+    wav = write_tone(tmp_path / "a.wav", 0.2)
+    for args in (
+        ["encode", str(wav), "-n", "-o", str(tmp_path / "a.lat")],
+        ["-n", "gain", str(tmp_path / "a.lat"), "-6", "-o", str(tmp_path / "b.lat")],
+    ):
+        result = cli(*args)
+        assert result.exit_code == 2, (result.exit_code, result.stderr)
+        assert "-n writes nothing, so -o" in result.stderr
+    result = cli("-n", "info", str(tmp_path / "a.lat"))
+    assert result.exit_code == 2 and "-n (null output) applies to encode" in result.stderr
+    no_output = cli("gain", str(tmp_path / "a.lat"), "-6")
+    assert no_output.exit_code == 2 and "give -o OUT" in no_output.stderr
+    assert list(tmp_path.iterdir()) == [wav]
+
+
+@pytest.mark.parametrize("flag", ["-V", "--verbose"])
+@pytest.mark.parametrize("before", [True, False])
+def test_verbose_goes_before_or_after_the_command(
+    cli: Run, tmp_path: Path, flag: str, before: bool
+) -> None:
+    from lincae_cli.errors import LincaeError
+
+    command = ["gain", str(tmp_path / "missing.lat"), "-6", "-o", str(tmp_path / "x.wav")]
+    result = cli(flag, *command) if before else cli(*command, flag)
+    assert isinstance(result.exception, LincaeError), (result.exit_code, result.stderr)
+    quiet = cli(*command)
+    assert quiet.exit_code == 1 and not isinstance(quiet.exception, LincaeError)
+    assert flag in _ok(cli("info", "--help")).stdout

@@ -47,7 +47,7 @@ def make_lat(path: Path, channels: int, frames: int, seed: int, dtype: str = "fl
 
 
 def _stored(path: Path) -> torch.Tensor:
-    return read_lat(path).latents
+    return torch.from_numpy(read_lat(path).latents)
 
 
 @pytest.fixture
@@ -144,8 +144,8 @@ def test_a_catalogue_manifest_in_dataloader_workers(tmp_path: Path, tiny_model_p
     first = alone[0]
     lat = read_lat(tmp_path / "lat" / "a.lat")
     assert first["latents"].shape == (4, lat.latent_channels, 3)
-    assert torch.equal(first["latents"][0], lat.latents[0, :, 0:3])
-    assert torch.equal(first["latents"][1], lat.latents[0, :, 3:6])
+    assert np.array_equal(first["latents"][0], lat.latents[0, :, 0:3])
+    assert np.array_equal(first["latents"][1], lat.latents[0, :, 3:6])
 
     # A file rewritten since the manifest was merged is an error that names it.
     make_lat(tmp_path / "lat" / "b.lat", 1, 2, seed=0)

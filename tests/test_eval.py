@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -16,6 +15,7 @@ import torch
 
 from lincae_cli.errors import LincaeError
 from lincae_cli.eval import plots
+from lincae_cli.eval.affine import AFFINE_PREFIX
 from lincae_cli.eval.datasets import (
     clip_layout,
     discover,
@@ -23,12 +23,13 @@ from lincae_cli.eval.datasets import (
     select_segments,
     spread_order,
 )
-from lincae_cli.eval.linearity import MSS_FLOOR, evaluate, matched_ratio
-from lincae_cli.eval.metrics import snr_db
+from lincae_cli.eval.linearity import evaluate
+from lincae_cli.eval.metrics import MSS_FLOOR, matched_ratio, snr_db
 from lincae_cli.eval.references import REFERENCE_KEYS, add_white_noise, lowpass
 from lincae_cli.hub.store import save_model
 from lincae_cli.nn.autoencoder import ConsistencyAutoencoder
 from lincae_cli.nn.config import preset
+from tests.test_json_output import checked
 
 RATE = 8000
 SAMPLES = 8192
@@ -90,14 +91,16 @@ def signals() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return clips, stems, active
 
 
-def run_eval(encode, decode, signals) -> dict[str, float]:
+def run_eval(encode, decode, signals, silence: torch.Tensor | None = None) -> dict[str, float]:
     clips, stems, active = signals
-    metrics, _ = evaluate(encode, decode, clips, stems, active, STEMS, sample_rate=RATE)
+    metrics, _ = evaluate(
+        encode, decode, clips, stems, active, STEMS, sample_rate=RATE, silence=silence
+    )
     return metrics
 
 
 def test_identity_model_is_perfectly_linear(signals) -> None:
-    metrics = run_eval(frame, unframe, signals)
+    metrics = run_eval(frame, unframe, signals, silence=torch.zeros(CHANNELS))
     assert metrics["recon_snr_db"] > 60 and metrics["recon_si_sdr_db"] > 60
     distances = [key for key in metrics if "_mss" in key and not key.startswith("ref_")]
     distances += [key for key in metrics if "rel_l2" in key]
@@ -106,7 +109,7 @@ def test_identity_model_is_perfectly_linear(signals) -> None:
         assert metrics[key] == pytest.approx(0.0, abs=MSS_FLOOR), key
     # Every ratio is 0/0 here, which counts as 1 (both MSS are under MSS_FLOOR).
     ratios = [key for key in metrics if "ratio" in key.split("_")]
-    assert len(ratios) == 3 + 2 + 1 + len(STEMS)
+    assert len(ratios) == 2 * (3 + 2 + 1 + len(STEMS))  # plain and affine (b = 0 here)
     for key in ratios:
         assert metrics[key] == pytest.approx(1.0), key
     assert metrics["separation_si_sdr_db_vocals"] > 60
@@ -140,14 +143,48 @@ def test_squaring_encoder_has_large_additivity_error(signals) -> None:
     assert metrics["separation_mss"] > 0.1
 
 
+def test_affine_encoder_is_exact_with_the_affine_correction_only(signals) -> None:
+    """Enc(x) = frame(x) + b: plain sums, gains and differences of latents are off by multiples
+    of b; adding (1 − Σ gᵢ)·b (mix Σ zᵢ − (n − 1)·b, gain a·z + (1 − a)·b, subtract z₁ − z₂ + b)
+    makes every latent operation the encoding of the operated audio."""
+    from lincae_cli.eval.affine import affine_recommended
+
+    silence = torch.tensor([0.05, -0.03, 0.02, 0.04])
+
+    def encode(audio: torch.Tensor) -> torch.Tensor:
+        return frame(audio) + silence[None, :, None]
+
+    def decode(latents: torch.Tensor) -> torch.Tensor:
+        return unframe(latents - silence[None, :, None])
+
+    metrics = run_eval(encode, decode, signals, silence)
+    operations = [f"homogeneity_ratio_a{gain:g}" for gain in (0.25, 0.5, 2)]
+    operations += ["additivity_ratio_pairs", "additivity_ratio_stems", "separation_ratio"]
+    operations += [f"separation_ratio_{stem}" for stem in STEMS]
+    for key in operations:
+        assert metrics[key] > 2, key  # plain: an offset of (1 − Σ gᵢ)·b in every frame
+        assert metrics[AFFINE_PREFIX + key] == pytest.approx(1.0), key
+    for key in ("enc_additivity_rel_l2_pairs", "enc_additivity_rel_l2_stems"):
+        assert metrics[key] > 0.05
+        assert metrics[AFFINE_PREFIX + key] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["affine_enc_homogeneity_rel_l2_a0.5"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["affine_separation_si_sdr_db"] > 60 > metrics["separation_si_sdr_db"]
+    assert affine_recommended(metrics) is True
+    assert affine_recommended(run_eval(frame, unframe, signals, silence)) is False
+    assert affine_recommended({"separation_ratio": 1.0}) is None
+
+
 def test_missing_data_gives_nan_not_missing_keys(signals) -> None:
     clips, _, _ = signals
     metrics, examples = evaluate(frame, unframe, clips[:1], stem_names=STEMS, sample_rate=RATE)
     assert math.isnan(metrics["additivity_ratio_pairs"])  # one clip makes no pair
     assert math.isnan(metrics["separation_mss_vocals"])
     assert not math.isnan(metrics["recon_mss"])
+    # Without the model's silence latent the affine scores are missing data too.
+    assert math.isnan(metrics["affine_homogeneity_ratio_a0.5"])
+    assert math.isnan(metrics["affine_separation_ratio"])
     assert {f"ref_{key}" for key in REFERENCE_KEYS} <= set(metrics)
-    assert examples.original is not None and examples.separated is None
+    assert examples.original is not None and examples.separations == []
 
 
 def test_ratio_floor_and_references() -> None:
@@ -224,6 +261,90 @@ def test_discovery_and_loading(tmp_path: Path) -> None:
         discover([tmp_path / "missing"])
 
 
+def test_mel_spectrogram_puts_a_tone_in_its_band() -> None:
+    for rate in (16000, 44100, 48000):
+        bank = plots.mel_filterbank(rate)
+        assert bank.shape == (plots.MEL_BANDS, plots.SPECTROGRAM_FFT // 2 + 1)
+        assert np.allclose(bank.sum(axis=1), 1.0)  # no band falls between two FFT bins
+    t = torch.arange(44100) / 44100
+    spectrum = plots.mel_spectrogram_db(0.5 * torch.sin(2 * math.pi * 1000 * t), 44100)
+    centres = np.linspace(plots.hz_to_mel(plots.LOWEST_HZ), plots.hz_to_mel(22050), 130)[1:-1]
+    loudest = int(spectrum.mean(axis=1).argmax())
+    assert abs(plots.mel_to_hz(centres[loudest]) - 1000) < 30
+    # On a mel axis 100 Hz-1 kHz takes over a fifth of the height (a linear one: 4 %).
+    in_range = (plots.mel_to_hz(centres) > 100) & (plots.mel_to_hz(centres) < 1000)
+    assert float(np.mean(in_range)) > 0.2
+
+
+def test_plots_show_every_stem_and_name_their_segments(signals, tmp_path, monkeypatch) -> None:
+    clips, stems, _ = signals
+    # Vocals are silent in the first song segment, the one bass and drums share.
+    active = torch.tensor([[True, True, False], [False, False, True]])
+    _, examples = evaluate(frame, unframe, clips, stems, active, STEMS, sample_rate=RATE)
+    assert [(e.stem_name, e.song) for e in examples.separations] == [
+        ("bass", 0),
+        ("drums", 0),
+        ("vocals", 1),
+    ]
+    figures: list[tuple[str, list[str]]] = []
+
+    def record(panels, sample_rate, title, path):
+        figures.append((title, [label for label, _ in panels]))
+        return path
+
+    monkeypatch.setattr(plots, "_figure", record)
+    clip_names = [f"clip{i}.wav@{i}.0s" for i in range(len(clips))]
+    song_names = ["songs/a@0.0s", "songs/b@8.0s"]
+    written = plots.write_examples(tmp_path, "m", examples, RATE, clip_names, song_names)
+    assert {path.name for path in written} == {
+        "m-reconstruction.png",
+        "m-original.wav",
+        "m-reconstruction.wav",
+        *(f"m-separation-{stem}.png" for stem in STEMS),
+        *(f"m-{stem}.wav" for stem in STEMS),
+        *(f"m-separated-{stem}.wav" for stem in STEMS),
+        "m-mixture.wav",
+        "m-mixture-vocals.wav",
+    }
+    titles = [title for title, _ in figures]
+    assert titles[0] == f"m: reconstruction of clip0.wav@0.0s, {SAMPLES / RATE:.2f} s"
+    assert titles[1:] == [
+        "m: oracle separation of bass from songs/a@0.0s",
+        "m: oracle separation of drums from songs/a@0.0s",
+        "m: oracle separation of vocals from songs/b@8.0s",
+    ]
+
+
+def test_plot_files_are_pngs_with_a_mel_axis(signals, tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    clips, _, _ = signals
+    _, examples = evaluate(frame, unframe, clips[:1], sample_rate=RATE)
+    (png, *_) = plots.write_examples(tmp_path, "m", examples, RATE, ["tone.wav@2.0s"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "m-original.wav",
+        "m-reconstruction.png",
+        "m-reconstruction.wav",
+    ]  # and no temporary file left
+
+
+def test_table_says_why_rows_show_a_dash(signals, capsys) -> None:
+    from lincae_cli.cli.eval_table import print_table
+    from lincae_cli.eval.linearity import HOMOGENEITY_GAINS
+
+    clips, _, _ = signals
+    metrics, _ = evaluate(frame, unframe, clips[:1], stem_names=STEMS, sample_rate=RATE)
+    counts = {"clips": 1, "pairs": 0, "song_segments": 0, "active_stems": dict.fromkeys(STEMS, 0)}
+    result = {"name": "m", "metrics": metrics, "counts": counts, "segment_seconds": 1.0}
+    print_table([{**result, "stem_names": list(STEMS)}], HOMOGENEITY_GAINS)
+    output = " ".join(capsys.readouterr().out.split())  # the note wraps on narrow terminals
+    assert "│ — │" in output
+    assert output.endswith(
+        "— = no data: pairs need 2 or more clips (song mixtures count too; found 1); stems and "
+        "separation need song folders of stems (song/{bass,drums,other,vocals}.*); none found."
+    )
+
+
 def test_require_matplotlib_says_how_to_install(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(LincaeError, match=r"lincae\[plots\]"):
@@ -249,7 +370,8 @@ def test_eval_cli_with_a_tiny_model(tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    report = checked(done.stdout)  # the --json schema of every command
+    assert report["command"] == "eval" and report["status"] == "ok"
     (result,) = report["models"]
     assert result["counts"]["clips"] == 3 and result["counts"]["song_segments"] == 2
     keys = {
@@ -273,11 +395,23 @@ def test_eval_cli_with_a_tiny_model(tmp_path: Path) -> None:
     for stem in STEMS:
         keys |= {f"separation_mss_{stem}", f"separation_si_sdr_db_{stem}"}
         keys.add(f"separation_ratio_{stem}")
+    keys |= {
+        AFFINE_PREFIX + key
+        for key in keys
+        if "homogeneity" in key or "additivity" in key or "separation" in key
+    }
     assert set(result["metrics"]) == keys
     assert all(isinstance(value, float) for value in result["metrics"].values())
+    # The affine scores are measured with the model's silence latent, and the default the
+    # measurement favours is reported beside the model's own (false: not recorded as true).
+    metrics = result["metrics"]
+    assert metrics["affine_enc_additivity_rel_l2_stems"] != metrics["enc_additivity_rel_l2_stems"]
+    assert result["affine_default"] is False
+    assert isinstance(result["affine_recommended"], bool)
     if plot_args:
         label = plots.file_label(str(model_path))
         written = {path.name for path in (tmp_path / "plots").iterdir()}
         assert f"{label}-reconstruction.png" in written
-        assert f"{label}-separation-vocals.png" in written
-        assert {f"{label}-{name}.wav" for name in ("original", "vocals", "separated")} <= written
+        assert {f"{label}-separation-{stem}.png" for stem in STEMS} <= written
+        wavs = ("original", "reconstruction", "mixture", "vocals", "separated-vocals")
+        assert {f"{label}-{name}.wav" for name in wavs} <= written

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
@@ -11,6 +16,7 @@ import pytest
 from lincae_cli.errors import LincaeError
 from lincae_cli.hub import download
 from lincae_cli.hub.cache import atomic_output, atomic_write_bytes, lincae_cache_dir
+from lincae_cli.hub.converted import convert_local_files, identify
 from lincae_cli.hub.download import fetch_files, hub_settings, resolve_model_file
 from lincae_cli.hub.registry import (
     DEFAULT_MODEL,
@@ -23,6 +29,7 @@ from tests.hubserver import (
     FakeHub,
     closed_port_url,
     commit_hash_for,
+    hub_environment,
     isolate_hub_environment,
     skip_hub_retry_sleeps,
 )
@@ -31,6 +38,7 @@ REPO = "lincae-tests/tiny-models"
 FILENAME = "tiny/model.safetensors"
 SPEC = f"hf://{REPO}/{FILENAME}"
 PAYLOAD = b"not really safetensors, the download layer does not look inside" * 50
+UNRESOLVABLE = "http://lincae-no-such-host.invalid"  # .invalid never resolves (RFC 6761)
 
 
 @pytest.fixture
@@ -141,20 +149,90 @@ def hub_corrupted(data: bytes) -> bytes:
     return bytes([data[0] ^ 0xFF]) + data[1:]
 
 
-def test_unreachable_hub_names_the_endpoint(
-    hub: FakeHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+def _hub_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Warnings huggingface_hub logged (printed on stderr in a program without logging set up)."""
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name.startswith("huggingface_hub") and record.levelno >= logging.WARNING
+    ]
+
+
+def test_unreachable_hub_names_the_endpoint_and_retries_quietly(
+    hub: FakeHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     endpoint = closed_port_url()
     isolate_hub_environment(monkeypatch, tmp_path, endpoint)
     slept = skip_hub_retry_sleeps(monkeypatch)
-    with pytest.raises(LincaeError) as caught:
+    with caplog.at_level(logging.INFO, logger="lincae_cli"), pytest.raises(LincaeError) as caught:
         resolve_model_file(SPEC)
     assert str(caught.value) == (
         f"could not reach the Hugging Face Hub at {endpoint} to download model '{SPEC}'; "
-        "check your network or HF_ENDPOINT, or pass a local file with --model PATH"
+        f"check your network or HF_ENDPOINT; to work offline, download "
+        f"{endpoint}/{REPO}/resolve/main/{FILENAME} on a machine that is online, then pass it "
+        "with --model PATH; set HF_HUB_OFFLINE=1 to use only the models already on this machine"
     )
-    assert slept  # huggingface_hub retried before giving up
+    assert slept  # a refused connection may be transient: huggingface_hub retried
     assert hub.count() == 0
+    # The retries are INFO messages of lincae (shown by --verbose), not warnings.
+    assert _hub_warnings(caplog) == []
+    retries = [r for r in caplog.records if r.name == "lincae_cli.hub.network"]
+    assert any("Retrying in" in r.getMessage() for r in retries)
+    assert all(r.levelno == logging.INFO for r in retries)
+
+
+def _unresolvable_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+        monkeypatch.delenv(proxy.lower(), raising=False)
+    isolate_hub_environment(monkeypatch, tmp_path, UNRESOLVABLE)
+    return UNRESOLVABLE
+
+
+@pytest.mark.parametrize("name", ["lin-cae", SPEC])
+def test_unresolvable_hub_host_fails_at_once_with_the_offline_routes(
+    name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _unresolvable_hub(monkeypatch, tmp_path)
+    slept = skip_hub_retry_sleeps(monkeypatch)
+    with pytest.raises(LincaeError) as caught:
+        resolve_model_file(name)
+    message = str(caught.value)
+    assert message.startswith(
+        "cannot reach the Hugging Face Hub: its host 'lincae-no-such-host.invalid' "
+        f"({UNRESOLVABLE}) cannot be resolved"
+    )
+    assert "HF_HUB_OFFLINE=1" in message and "\n" not in message
+    route = "lincae models convert FILE... --name lin-cae" if name == "lin-cae" else "--model PATH"
+    assert route in message
+    assert slept == []  # no retries: no name, no point
+
+
+def test_unresolvable_hub_host_still_serves_the_cache(
+    hub: FakeHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Failing fast must not cost the cached copy (downloaded when the Hub was reachable)."""
+    cached = resolve_model_file(SPEC)
+    monkeypatch.setenv("HF_ENDPOINT", _unresolvable_hub(monkeypatch, tmp_path / "elsewhere"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    slept = skip_hub_retry_sleeps(monkeypatch)
+    assert resolve_model_file(SPEC) == cached
+    assert slept == []
+
+
+def test_models_pull_offline_prints_one_line(tmp_path: Path) -> None:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key.upper() not in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "HF_HUB_OFFLINE")
+    }
+    env.update(hub_environment(tmp_path, UNRESOLVABLE))
+    command = [sys.executable, "-m", "lincae_cli.cli.app", "models", "pull", "lin-cae"]
+    # The timeout only stops a hung run; before the fix this took 23 s and printed 11 lines.
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.startswith("lincae: error: cannot reach the Hugging Face Hub")
+    assert len(done.stderr.splitlines()) == 1, done.stderr
 
 
 def test_server_errors_are_reported_with_their_status(
@@ -370,3 +448,282 @@ def test_atomic_writes_replace_whole_files_or_nothing(tmp_path: Path) -> None:
         raise RuntimeError("interrupted")
     assert target.read_bytes() == b"second"
     assert sorted(path.name for path in target.parent.iterdir()) == ["out.bin"]
+
+
+def test_verbose_shows_the_retries(
+    hub: FakeHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from lincae_cli.cli.app import app
+
+    isolate_hub_environment(monkeypatch, tmp_path, closed_port_url())
+    skip_hub_retry_sleeps(monkeypatch)
+    runner = CliRunner()
+    quiet = runner.invoke(app, ["models", "pull", SPEC])
+    assert quiet.exit_code == 1
+    assert quiet.stderr.splitlines() == [
+        line for line in quiet.stderr.splitlines() if line.startswith("lincae: error: ")
+    ]
+    verbose = runner.invoke(app, ["--verbose", "models", "pull", SPEC])
+    assert "lincae: Retrying in 1s [Retry 1/5]." in verbose.stderr.splitlines()
+
+
+# -- checkpoints downloaded by hand: lincae models convert ------------------------------------
+
+
+def _fake_linear_cae_folder(root: Path, folder: str = "0a3afbec_weights") -> Path:
+    """The four files of a linear-cae checkpoint, named as on the Hub (contents not read)."""
+    weights = root / folder
+    weights.mkdir(parents=True)
+    for filename in REGISTRY["lin-cae"].filenames:
+        (weights / PurePosixPath(filename).name).write_bytes(b"x")
+    return weights
+
+
+def test_convert_recognises_the_model_by_its_files_and_folder(tmp_path: Path) -> None:
+    weights = _fake_linear_cae_folder(tmp_path)
+    assert identify([weights])[0] is REGISTRY["lin-cae"]
+    assert identify(sorted(weights.iterdir()))[0] is REGISTRY["lin-cae"]
+    assert identify([_fake_linear_cae_folder(tmp_path, "1511f18a_weights")])[0] is REGISTRY["m2l"]
+    renamed = _fake_linear_cae_folder(tmp_path, "my-download")
+    assert identify([renamed], name="lin-cae-2")[0] is REGISTRY["lin-cae-2"]
+    (tmp_path / "music2latent.pt").write_bytes(b"x")
+    source, files = identify([tmp_path / "music2latent.pt"])
+    assert source is REGISTRY["music2latent"] and files == {
+        "music2latent.pt": tmp_path / "music2latent.pt"
+    }
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing", "model 'lin-cae' also needs diffusion_kwargs_last.yaml"),
+        ("unknown", "notes.txt: not a file of a published checkpoint (expected linear-cae: "),
+        ("absent", "nothing-here: no such file or folder"),
+        ("empty", "no checkpoint file in this folder"),
+        ("renamed", "cannot tell which linear-cae model these files are"),
+        ("wrong-name", "the files are in 0a3afbec_weights/, the Hub folder of model 'lin-cae'"),
+        ("wrong-kind", "--name music2latent: not a published linear-cae model"),
+        ("mixed", "belong to different kinds of checkpoint"),
+    ],
+)
+def test_convert_says_in_one_line_what_is_wrong(case: str, message: str, tmp_path: Path) -> None:
+    weights = _fake_linear_cae_folder(tmp_path)
+    if case == "missing":
+        (weights / "diffusion_kwargs_last.yaml").unlink()
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "music2latent.pt").write_bytes(b"x")
+    paths = {
+        "unknown": [weights, tmp_path / "notes.txt"],
+        "absent": [tmp_path / "nothing-here"],
+        "empty": [tmp_path / "empty"],
+        "renamed": [_fake_linear_cae_folder(tmp_path, "download")],
+        "mixed": [weights, tmp_path / "music2latent.pt"],
+    }.get(case, [weights])
+    name = {"wrong-name": "lin-cae-2", "wrong-kind": "music2latent"}.get(case)
+    with pytest.raises(LincaeError) as caught:
+        convert_local_files(paths, name)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert not (tmp_path / "lincae-cache").exists()
+
+
+def test_convert_reads_checkpoints_with_weights_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import torch
+
+    isolate_hub_environment(monkeypatch, tmp_path, UNRESOLVABLE)
+    checkpoint = {"gen_state_dict": {"w": torch.zeros(1)}, "run": PickledCode()}
+    torch.save(checkpoint, tmp_path / "music2latent.pt")
+    with pytest.raises(LincaeError, match="cannot read checkpoint safely"):
+        convert_local_files([tmp_path / "music2latent.pt"])
+    assert not any((tmp_path / "lincae-cache" / "models").iterdir())
+
+
+class PickledCode:
+    """Stands for arbitrary code in a pickle: torch's weights_only loader refuses it."""
+
+
+def test_convert_music2latent_then_use_it_by_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The published music2latent.pt (reduced in size; the converter is given its config)."""
+    pytest.importorskip("music2latent")
+    from lincae_cli.hub.convert import MUSIC2LATENT_SCALE, convert_music2latent
+    from lincae_cli.hub.store import load_model
+    from lincae_cli.nn.config import ModelConfig
+    from tests import reference
+
+    isolate_hub_environment(monkeypatch, tmp_path, UNRESOLVABLE)
+    _, files = reference.build_music2latent(tmp_path / "download", reduced=True)
+    reduced = ModelConfig.from_published(
+        reference.REDUCED_FRONTEND, reference.REDUCED_GENERATOR, None, MUSIC2LATENT_SCALE, True
+    )
+
+    def convert(source: ModelSource, files: dict[str, Path], out: Path) -> None:
+        convert_music2latent(files, out, name=source.name, config=reduced)
+
+    source, path = convert_local_files([tmp_path / "download"], convert=convert)
+    assert source.name == "music2latent"
+    assert path == tmp_path / "lincae-cache" / "models" / "music2latent-main.safetensors"
+    assert resolve_model_file("music2latent") == path  # no network needed any more
+    loaded = load_model(path)
+    assert loaded.config.hop == reference.REDUCED_FRONTEND["hop_size"]
+    # The conversion records the converted model's silence latent b (affine default: off).
+    recorded = loaded.silence_latent_values
+    assert recorded is not None and loaded.affine_default is False
+    loaded.silence_latent_values = None
+    assert loaded.silence_latent().tolist() == pytest.approx(recorded, abs=1e-5)
+
+
+def test_models_convert_command_then_encode_offline(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pytest.importorskip("linear_cae")
+    from typer.testing import CliRunner
+
+    from lincae_cli.cli.app import app
+    from tests import reference
+    from tests.conftest import write_tone
+
+    isolate_hub_environment(monkeypatch, tmp_path, UNRESOLVABLE)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    download = tmp_path / "Downloads" / "0a3afbec_weights"
+    reference.build_linear_cae(
+        download, reference.REDUCED_GENERATOR, reference.REDUCED_FRONTEND, 33.0
+    )
+    runner = CliRunner()
+    done = runner.invoke(app, ["models", "convert", str(download)])
+    assert done.exit_code == 0, done.stderr
+    converted = tmp_path / "lincae-cache" / "models" / "lin-cae-main.safetensors"
+    assert done.stdout.strip() == str(converted)
+    listed = runner.invoke(app, ["models", "list", "--json"])
+    assert '"available": true' in listed.stdout.split('"lin-cae"')[1].split("}")[0]
+
+    write_tone(tmp_path / "a.wav", 0.3)
+    encoded = runner.invoke(
+        app, ["encode", str(tmp_path / "a.wav"), "--model", "lin-cae", "--precision", "fp32"]
+    )
+    assert encoded.exit_code == 0, encoded.stderr
+    assert (tmp_path / "a.lat").is_file()
+    failed = runner.invoke(app, ["models", "convert", str(tmp_path / "Downloads")])
+    assert failed.exit_code == 1
+    assert failed.stderr.splitlines() == [
+        f"lincae: error: {tmp_path / 'Downloads'}: no checkpoint file in this folder, but in "
+        f"its subfolder 0a3afbec_weights: give that"
+    ]
+
+
+def test_models_convert_help_teaches_the_files_and_names() -> None:
+    from typer.testing import CliRunner
+
+    from lincae_cli.cli.app import app
+
+    text = CliRunner().invoke(app, ["models", "convert", "--help"], env={"COLUMNS": "200"}).stdout
+    usage = next(line for line in text.splitlines() if "Usage:" in line)
+    assert "models convert [OPTIONS] PATH..." in usage
+    for fragment in ("Examples", "weights_only", "<hash>_weights", "music2latent.pt", "--name"):
+        assert fragment in text, fragment
+    assert "<path>" not in text and "<str>" not in text
+
+
+# -- the model file: silence latent and affine default ----------------------------------------
+
+
+def _without_affine_keys(source: Path, target: Path, name: str) -> None:
+    """``source`` rewritten as a model file of format 1.0 called ``name`` (no b, no default)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(source), framework="pt") as handle:
+        metadata = dict(handle.metadata())
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    del metadata["silence_latent"], metadata["affine_default"]
+    save_file(tensors, str(target), metadata={**metadata, "format_version": "1", "name": name})
+
+
+def test_model_file_records_silence_latent_and_affine_default(tmp_path: Path) -> None:
+    from lincae_cli.hub.store import load_model, read_model_metadata, save_model
+    from tests.conftest import make_tiny_model
+
+    model = make_tiny_model(0)
+    expected = model.silence_latent().tolist()
+    model.silence_latent_values = [0.0] * len(expected)  # stale: b is computed from the weights
+    path = save_model(model, tmp_path / "m.safetensors", "tiny", affine_default=True)
+    metadata = read_model_metadata(path)
+    assert metadata["format_version"] == "1.1"
+    assert metadata["silence_latent"] == pytest.approx(expected, abs=1e-6)
+    assert metadata["affine_default"] is True
+    loaded = load_model(path)
+    assert loaded.silence_latent_values == metadata["silence_latent"]
+    assert loaded.affine_default is True
+    assert loaded.silence_latent().tolist() == pytest.approx(expected, abs=1e-6)
+    # Without an explicit default the model's own is written: a loaded model keeps its default.
+    again = load_model(save_model(loaded, tmp_path / "again.safetensors", "tiny"))
+    assert again.affine_default is True
+    model.affine_default = False
+    assert load_model(save_model(model, tmp_path / "off.safetensors", "t")).affine_default is False
+
+
+def test_file_without_the_keys_takes_its_registered_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lincae_cli.hub import registry
+    from lincae_cli.hub.store import file_sha256, load_model, save_model
+    from tests.conftest import make_tiny_model
+
+    saved = save_model(make_tiny_model(0), tmp_path / "new.safetensors", "tiny")
+    old = tmp_path / "old.safetensors"
+    _without_affine_keys(saved, old, name="lincae-small")
+    loaded = load_model(old)  # an unregistered digest: b computed on use, default off
+    assert loaded.silence_latent_values is None and loaded.affine_default is False
+    shipped = dataclasses.replace(
+        registry.REGISTRY["lincae-small"],
+        sha256={"lincae-small.safetensors": file_sha256(old)},
+        affine_default=True,
+    )
+    monkeypatch.setitem(registry.REGISTRY, "lincae-small", shipped)
+    assert load_model(old).affine_default is True
+    _without_affine_keys(saved, tmp_path / "other.safetensors", name="m2l-small")
+    assert load_model(tmp_path / "other.safetensors").affine_default is False  # name and digest
+    with pytest.raises(ValueError, match="sha256 it was measured on"):
+        ModelSource(name="x", kind="embedded", filenames=("x.safetensors",), affine_default=True)
+
+
+def test_shipped_files_are_the_registered_digests() -> None:
+    """The registry's measured defaults apply to exactly the shipped bytes (never rewritten)."""
+    from lincae_cli.hub.store import file_sha256, load_model, read_model_metadata
+
+    for name in ("lincae-small", "m2l-small"):
+        source = REGISTRY[name]
+        path = resolve_model_file(name)
+        assert file_sha256(path) == source.sha256[source.filenames[0]]
+        assert read_model_metadata(path)["affine_default"] is None  # v1: not in the file
+        assert source.affine_default is not None, name
+        assert load_model(path).affine_default is source.affine_default
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('"zero"', "silence_latent must list numbers"),
+        ("[1, null]", "silence_latent must list numbers"),
+        ("[0.5, 0.25]", "silence_latent has 2 values for 64 latent channels"),
+    ],
+)
+def test_corrupt_silence_latent_is_one_line(value: str, message: str, tmp_path: Path) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from lincae_cli.hub.store import load_model, save_model
+    from tests.conftest import make_tiny_model
+
+    saved = save_model(make_tiny_model(0), tmp_path / "m.safetensors", "tiny")
+    with safe_open(str(saved), framework="pt") as handle:
+        metadata = {**handle.metadata(), "silence_latent": value}
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    save_file(tensors, str(saved), metadata=metadata)
+    with pytest.raises(LincaeError, match=message):
+        load_model(saved)

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lincae_cli.errors import LincaeError
+from lincae_cli.latents import edit
 from lincae_cli.latents.latfile import LatentFile, LatentMeta, provenance_entry, read_lat
 from lincae_cli.latents.latfile import write_lat as library_write_lat
 from lincae_cli.latents.ops import gain, mix, subtract
@@ -53,6 +54,11 @@ KEY_TYPES = {  # "The `lincae` JSON document": every key and its type
     "loudness_is_estimate": "bool",
     "provenance": "array of objects",
     "lincae_version": "string",
+}
+OPTIONAL_KEYS = {  # keys added by format 1.1, with their value when absent
+    "offset_samples": 0,
+    "silence_latent": None,
+    "affine_default": False,
 }
 
 
@@ -123,6 +129,16 @@ def spec_read(data: bytes) -> tuple[np.ndarray, dict]:
     hop = document["latent_hop_samples"]
     check(1 / 256 <= source_rate / rate <= 256, "source rate more than 256x off the model rate")
     check(math.isclose(document["latent_rate_hz"], rate / hop, rel_tol=1e-6), "latent_rate_hz")
+    document = {**OPTIONAL_KEYS, **document}
+    offset = document["offset_samples"]
+    check(is_int(offset) and offset >= 0, "offset_samples must be an int >= 0")
+    check(offset == 0 or "stft_hop" in document["chunking"], "offset_samples without framing")
+    silence = document["silence_latent"]
+    numbers = isinstance(silence, list) and all(
+        (is_int(x) or isinstance(x, float)) and math.isfinite(x) for x in silence
+    )
+    check(silence is None or numbers, "silence_latent must be a list of numbers")
+    check(isinstance(document["affine_default"], bool), "affine_default must be a bool")
 
     # The `latents` tensor.
     entry = header.get("latents")
@@ -140,7 +156,9 @@ def spec_read(data: bytes) -> tuple[np.ndarray, dict]:
 
     # Agreement between the document and the tensor: channels, and the frame-count rule.
     check(document["channels"] == shape[0], "channels differ from the tensor")
-    length = (2 * document["num_samples"] * rate + source_rate) // (2 * source_rate)
+    check(silence is None or len(silence) == shape[1], "silence_latent length")
+    span = offset + document["num_samples"]  # source samples the latents decode to
+    length = (2 * span * rate + source_rate) // (2 * source_rate)
     chunking = document["chunking"]
     if "stft_hop" in chunking:  # the reference framing: whole STFT frames, 2^d per frame
         stft_hop, n_fft = chunking["stft_hop"], chunking["n_fft"]
@@ -189,6 +207,8 @@ def files_lincae_writes() -> dict[str, bytes]:
     # encoder does) would claim a third frame in a mix at the model rate.
     odd = synthetic(2, source_rate=48000, seed=3, num_samples=8917)
     other_rate = synthetic(1, source_rate=22050, seed=4)
+    framing = {"stft_start_sample": 0, "stft_hop": 512, "n_fft": 2048}
+    framed = synthetic(7, seed=5, chunking=framing)
     return {
         "stereo.lat": written(stereo),
         "stereo32.lat": written(stereo, "float32"),
@@ -198,6 +218,10 @@ def files_lincae_writes() -> dict[str, bytes]:
         "mix-pad.lat": written(mix([stereo, short], [1.0, 0.5], pad=True)),
         "subtract-pad.lat": written(subtract(short, [stereo], pad=True), "float32"),
         "mix-rates.lat": written(mix([odd, other_rate], pad=True)),
+        "trim.lat": written(edit.trim(framed, 5000, 5 * 4096 + 77)),
+        "pad.lat": written(edit.pad(framed, 1234, 99, silence=[0.25] * 8)),
+        "concat.lat": written(edit.concat([framed, framed], ["a", "b"], crossfade=0.1)),
+        "fade.lat": written(edit.fade(edit.trim(framed, 10, 8000), 0.05, 0.05, "cosine")),
         "subtract-rates.lat": written(subtract(other_rate, [odd], pad=True)),
     }
 
@@ -214,7 +238,7 @@ def both_readers(data: bytes) -> tuple[object, object]:
         ours = error
     try:
         lat = read_lat(io.BytesIO(data))
-        theirs: object = (lat.latents.numpy(), lat.meta.to_json_dict())
+        theirs: object = (lat.latents, lat.meta.to_json_dict())
     except LincaeError as error:
         theirs = error
     return ours, theirs
@@ -229,7 +253,7 @@ def assert_agree(data: bytes) -> bool:
         return False
     (latents, document), (lib_latents, lib_document) = ours, theirs
     assert np.array_equal(latents, lib_latents)
-    assert {key: document[key] for key in KEY_TYPES} == lib_document
+    assert {key: document[key] for key in [*KEY_TYPES, *OPTIONAL_KEYS]} == lib_document
     return True
 
 
@@ -290,7 +314,11 @@ BROKEN = {
     "NaN in chunking": {"edit_document": set_("chunking", {"chunk_seconds": float("nan")})},
     "infinite loudness": {"edit_document": set_("source_loudness_lufs", float("inf"))},
     "sha256": {"edit_document": set_("model_sha256", "AB" * 32)},
-    "format fields": {"edit_document": set_("format_version", "1.1")},
+    "format fields": {"edit_document": set_("format_version", "1.0")},
+    "negative offset": {"edit_document": set_("offset_samples", -1)},
+    "offset past the frames": {"edit_document": set_("offset_samples", 4096)},
+    "silence latent length": {"edit_document": set_("silence_latent", [0.5] * 3)},
+    "silence latent text": {"edit_document": set_("silence_latent", ["a"] * 8)},
     "major 2": {"edit_header": lambda h: h["__metadata__"].update(format_version="2.0")},
     "not ours": {"edit_header": lambda h: h.pop("__metadata__")},
     "dtype": {"edit_header": lambda h: h["latents"].update(dtype="BF16")},

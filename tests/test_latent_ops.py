@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -21,6 +22,7 @@ from lincae_cli.latents.ops import (
     mix,
     parse_gain,
     subtract,
+    upmix_to_stereo,
 )
 
 
@@ -54,26 +56,26 @@ def make_lat(
 def test_mix_is_exact_sum():
     a, b = make_lat(seed=1), make_lat(seed=2)
     mixed = mix([a, b])
-    assert mixed.latents.dtype == torch.float32
-    assert torch.equal(mixed.latents, a.latents + b.latents)
+    assert mixed.latents.dtype == np.float32
+    assert np.array_equal(mixed.latents, a.latents + b.latents)
 
 
 def test_mix_with_gains():
     a, b = make_lat(seed=1), make_lat(seed=2)
     mixed = mix([a, b], [0.5, 2.0])
-    assert torch.allclose(mixed.latents, 0.5 * a.latents + 2.0 * b.latents)
+    assert np.allclose(mixed.latents, 0.5 * a.latents + 2.0 * b.latents)
 
 
 def test_gain_minus_6db():
     a = make_lat()
     scaled = gain(a, parse_gain("-6dB"))
-    assert torch.equal(scaled.latents, a.latents * 10 ** (-6 / 20))
+    assert np.array_equal(scaled.latents, a.latents * 10 ** (-6 / 20))
 
 
 def test_subtract_is_mix_with_minus_one():
     a, b, c = make_lat(seed=1), make_lat(seed=2), make_lat(seed=3)
-    assert torch.equal(subtract(a, [b, c]).latents, mix([a, b, c], [1, -1, -1]).latents)
-    assert torch.equal(subtract(mix([a, b]), [b]).latents, (a.latents + b.latents) - b.latents)
+    assert np.array_equal(subtract(a, [b, c]).latents, mix([a, b, c], [1, -1, -1]).latents)
+    assert np.array_equal(subtract(mix([a, b]), [b]).latents, (a.latents + b.latents) - b.latents)
 
 
 def test_different_lengths_need_pad():
@@ -82,8 +84,8 @@ def test_different_lengths_need_pad():
         mix([a, b], names=["a.lat", "b.lat"])
     padded = mix([a, b], pad=True)
     assert padded.frames == 8
-    assert torch.equal(padded.latents[..., :5], a.latents[..., :5] + b.latents)
-    assert torch.equal(padded.latents[..., 5:], a.latents[..., 5:])
+    assert np.array_equal(padded.latents[..., :5], a.latents[..., :5] + b.latents)
+    assert np.array_equal(padded.latents[..., 5:], a.latents[..., 5:])
     assert padded.meta.num_samples == max(a.meta.num_samples, b.meta.num_samples)
 
 
@@ -213,5 +215,42 @@ def test_results_survive_the_file_format():
     a, b = make_lat(seed=1), make_lat(seed=2)
     for result in (mix([a, b]), gain(a, 0.0), subtract(a, [b])):
         back = lat_from_bytes(lat_to_bytes(result, dtype="float32"))
-        assert torch.equal(back.latents, result.latents)
+        assert np.array_equal(back.latents, result.latents)
         assert back.meta == result.meta
+
+
+# -- mono among stereo: upmixed, exactly ---------------------------------------------------
+
+
+def test_upmix_to_stereo_puts_the_mono_channel_on_both_sides():
+    mono = make_lat(channels=1, loudness=-20.0)
+    stereo = upmix_to_stereo(mono)
+    latents = np.asarray(stereo.latents)
+    assert latents.shape == (2, 4, 8) and stereo.channels == stereo.meta.channels == 2
+    assert np.array_equal(latents[0], np.asarray(mono.latents)[0])
+    assert np.array_equal(latents[1], np.asarray(mono.latents)[0])
+    # BS.1770 sums the powers of L and R: the same signal on both is 10*log10(2) LU louder.
+    assert stereo.meta.source_loudness_lufs == pytest.approx(-20.0 + 10 * math.log10(2))
+    last = stereo.meta.provenance[-1]
+    assert (last["op"], last["channels_from"], last["channels_to"]) == ("upmix", 1, 2)
+    assert stereo.meta.provenance[:-1] == mono.meta.provenance
+    back = lat_from_bytes(lat_to_bytes(stereo, dtype="float32"))  # a valid stereo file
+    assert back.meta == stereo.meta
+    with pytest.raises(LincaeError, match="only mono latents can be upmixed, not 2 channels"):
+        upmix_to_stereo(stereo)
+
+
+def test_mix_and_subtract_upmix_mono_inputs_among_stereo_ones():
+    stereo, mono = make_lat(seed=1), make_lat(seed=2, channels=1)
+    both_sides = np.repeat(np.asarray(mono.latents), 2, axis=0)
+    mixed = mix([mono, stereo], [0.5, 1.0], names=["m.lat", "s.lat"])
+    assert mixed.channels == mixed.meta.channels == 2
+    expected = np.float32(0.5) * both_sides + np.asarray(stereo.latents, np.float32)
+    assert np.array_equal(np.asarray(mixed.latents), expected)
+    inputs = mixed.meta.provenance[-1]["inputs"]
+    assert [i["provenance"][-1]["op"] for i in inputs] == ["upmix", "encode"]
+    rest = subtract(stereo, [mono])
+    assert np.array_equal(np.asarray(rest.latents), np.asarray(stereo.latents) - both_sides)
+    # Only mono is upmixed, and only to stereo: other channel counts are still refused.
+    with pytest.raises(LincaeError, match=r"channels differs \(x: 3, y: 1\)"):
+        mix([make_lat(channels=3), mono], names=["x", "y"])

@@ -100,7 +100,8 @@ def test_merge_and_check_a_catalogue(catalogue: Path, cli: Callable[..., object]
     assert merged.exit_code == 1  # broken.wav failed  # type: ignore[attr-defined]
     report = json.loads(merged.stdout)  # type: ignore[attr-defined]
     assert report["ok"] == 4 and report["torn_lines"] == [f"{part}:6"]
-    assert [f["input"].endswith("broken.wav") for f in report["failed"]] == [True]
+    assert report["failed"] == 1 and report["error"].startswith("catalogue incomplete")
+    assert [f["input"].endswith("broken.wav") for f in report["files"]] == [True]
     assert "broken.wav: cannot read audio" in merged.stderr  # type: ignore[attr-defined]
     lines = [json.loads(line) for line in (catalogue / "manifest.jsonl").read_text().splitlines()]
     assert [line["output"] for line in lines] == [

@@ -33,7 +33,8 @@ def _published_layout() -> ConsistencyAutoencoder:
 MODELS = {"embedded-tiny": lambda: make_tiny_model(0), "published-layout": _published_layout}
 
 
-def _relative_error(ours: torch.Tensor, expected: torch.Tensor) -> float:
+def _relative_error(ours: object, expected: object) -> float:
+    ours, expected = torch.as_tensor(ours), torch.as_tensor(expected)
     return float((ours - expected).abs().max() / expected.abs().max())
 
 
@@ -141,7 +142,9 @@ def test_decoding_a_short_file_is_the_models_own_decode(tiny: ConsistencyAutoenc
     with torch.inference_mode():
         noise = decoding_noise(config, 0, 0, lat.frames)[None] * config.sigma_max
         full = torch.tensor([lat.frames])  # the engine's statistics (see _bare_encode)
-        bare = tiny.decode(lat.latents, initial_noise=noise, valid=full)[0, : decoded.shape[-1]]
+        bare = tiny.decode(torch.from_numpy(lat.latents), initial_noise=noise, valid=full)[
+            0, : decoded.shape[-1]
+        ]
     assert _relative_error(torch.from_numpy(decoded[0]), bare) < 1e-5
 
 

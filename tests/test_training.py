@@ -310,7 +310,7 @@ def test_cli_trains_to_the_end_and_exports_a_usable_model(workspace, tmp_path):
     path = run_dir / "model.safetensors"
     metadata = read_model_metadata(path)
     provenance = metadata["provenance"]
-    assert metadata["name"] == "tiny-test"
+    assert metadata["name"] == "tiny-test-run"  # the run's name (run folder), not the preset's
     assert provenance["steps"] == 3
     assert provenance["train_config"]["train"]["total_steps"] == 3
     assert provenance["train_config"]["model"]["preset"] == "tiny"

@@ -1,7 +1,10 @@
-"""TrainConfig: a TOML file of sections, with `--set section.key=value` overrides.
+"""TrainConfig: a TOML file of sections (or a run's recorded `config.json`), with
+`--set section.key=value` overrides.
 
 Every schedule (learning rate, consistency step, gain annealing) follows `train.total_steps`, so
-pausing with `--steps N` and resuming never changes the result.
+pausing with `--steps N` and resuming never changes the result. A resumed run may change only
+`RESUMABLE_KEYS`; raising `train.total_steps` stretches the schedules from the step reached
+(training/schedule.py).
 """
 
 from __future__ import annotations
@@ -96,6 +99,10 @@ class DataSection:
     # Picks the validation clips; apart from train.seed, so that runs with other seeds (or the
     # stages of one model) validate on the same clips and their numbers compare.
     valid_seed: int = 0
+    # Hold the decoded training audio on the training device and cut each step's crops there
+    # (and draw its noise there): no per-step host work or copies on a GPU. Other crops than
+    # the CPU sampler's, so not a setting a run may change on resume.
+    on_device: bool = False
 
 
 # Counts and periods the loop divides by or takes a modulo of.
@@ -107,6 +114,20 @@ _POSITIVE_KEYS = (
     "train.log_every",
     "train.validate_every",
     "data.crop_frames",
+)
+
+
+# What a resumed run may change: settings of the machine and of logging, not of the optimisation
+# (e.g. more threads once a core frees up), and the length of the run, whose schedules are then
+# stretched from the step reached. Everything else would change the run's path mid-way.
+RESUMABLE_KEYS = (
+    "train.total_steps",
+    "train.threads",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.validate_every",
+    "train.compile",
+    "train.tensorboard",
 )
 
 
@@ -168,15 +189,47 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+        """A TOML config, or the `config.json` a run records (`*.json`), with `overrides`."""
+        path = Path(path)
+        if path.is_dir():
+            raise LincaeError(f"{path}: a folder, not a config file (TOML, or a run's config.json)")
         try:
-            data = tomllib.loads(Path(path).read_text())
+            text = path.read_text()
         except FileNotFoundError:
             raise LincaeError(f"{path}: config file not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise LincaeError(f"{path}: invalid TOML ({exc})") from None
-        for item in overrides or []:
-            _apply_override(data, item)
-        return cls.from_dict(data)
+        if path.suffix.lower() == ".json":
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise LincaeError(f"{path}: invalid JSON ({exc})") from None
+            if not isinstance(data, dict):
+                raise LincaeError(f"{path}: not a training config (a JSON object of sections)")
+        else:
+            try:
+                data = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as exc:
+                raise LincaeError(f"{path}: invalid TOML ({exc})") from None
+        return cls.from_dict(_overridden(data, overrides))
+
+    def with_overrides(self, overrides: list[str] | None) -> TrainConfig:
+        """This config with `section.key=value` overrides applied (a new config)."""
+        return TrainConfig.from_dict(_overridden(self.to_dict(), overrides))
+
+    def changes_from(self, stored: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """`{"section.key" (or "name"): (value in stored, value here)}` where this config
+        differs from `stored`, the `to_dict()` of another. A key `stored` lacks (older than the
+        key) counts as its default; a `[model]` key not set is None (the preset's value)."""
+        current, defaults = self.to_dict(), TrainConfig().to_dict()
+        pairs = {"name": (stored.get("name"), current["name"])}
+        model, stored_model = _flat_model(current["model"]), _flat_model(stored.get("model", {}))
+        for key in model.keys() | stored_model.keys():
+            pairs[f"model.{key}"] = (stored_model.get(key), model.get(key))
+        for section, values in current.items():
+            if isinstance(values, dict) and section != "model":
+                old = stored.get(section, {})
+                for key, value in values.items():
+                    pairs[f"{section}.{key}"] = (old.get(key, defaults[section][key]), value)
+        return {key: pair for key, pair in sorted(pairs.items()) if pair[0] != pair[1]}
 
 
 def _set_field(section: Any, section_name: str, key: str, value: Any) -> None:
@@ -194,6 +247,17 @@ def _set_field(section: Any, section_name: str, key: str, value: Any) -> None:
             raise LincaeError(f"config key '{section_name}.{key}' must be a number")
         value = type(current)(value)
     setattr(section, key, value)
+
+
+def _flat_model(section: dict[str, Any]) -> dict[str, Any]:
+    """`[model]` as written (`preset` plus the keys it overrides), one level deep."""
+    return {"preset": section.get("preset", ModelSection.preset), **section.get("overrides", {})}
+
+
+def _overridden(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    for item in overrides or []:
+        _apply_override(data, item)
+    return data
 
 
 def _apply_override(data: dict[str, Any], item: str) -> None:

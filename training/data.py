@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
+import torch
 
 from lincae_cli.atomic import atomic_output
 from lincae_cli.errors import LincaeError
@@ -212,9 +213,58 @@ class CropSampler:
         return np.stack([self.crop(step, i) for i in indices])
 
 
+class DeviceCropSampler:
+    """CropSampler's crops drawn a whole batch at a time on a torch device that holds the
+    store's int16 audio (`data.on_device`): on a GPU, no per-crop Python work and no copies.
+
+    The same distribution (clips weighted by their usable length, uniform starts, near-silent
+    crops redrawn), from another random stream: one generator on the device per batch, seeded by
+    (seed, step, first index), so a batch is still a pure function of the step and resuming
+    needs no state.
+    """
+
+    # Candidates per crop; the first loud enough is kept, else the last (CropSampler draws up
+    # to 32 in turn, which a batched draw cannot do without a loop).
+    CANDIDATES = 4
+
+    def __init__(self, sampler: CropSampler, device: torch.device | str) -> None:
+        store = sampler.store
+        self.device = torch.device(device)
+        self.crop_samples = sampler.crop_samples
+        self.rms_threshold = sampler.rms_threshold
+        self.seed = sampler.seed
+        self.audio = torch.from_numpy(np.ascontiguousarray(store.audio)).to(self.device)
+        offsets = torch.from_numpy(np.asarray(store.offsets, dtype=np.int64))
+        self.clip_starts = offsets[:-1].to(self.device)
+        lengths = offsets[1:] - offsets[:-1]
+        self.usable = (lengths - self.crop_samples + 1).clamp(min=0).to(self.device)
+        self.weights = torch.from_numpy(sampler.weights).float().to(self.device)
+        self.window = torch.arange(self.crop_samples, device=self.device)
+
+    def batch(self, step: int, indices: range) -> torch.Tensor:
+        """Crops `indices` of training step `step`: float32 `[len(indices), crop_samples]` on
+        the device."""
+        count, candidates = len(indices), self.CANDIDATES
+        state = np.random.SeedSequence([self.seed, step, indices.start, 7]).generate_state(2)
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(int(state[0]) << 32 | int(state[1]))
+        clips = torch.multinomial(
+            self.weights, count * candidates, replacement=True, generator=generator
+        )
+        uniform = torch.rand(
+            count * candidates, generator=generator, device=self.device, dtype=torch.float64
+        )
+        starts = self.clip_starts[clips] + (uniform * self.usable[clips]).long()
+        crops = self.audio[starts[:, None] + self.window].float() / 32767.0
+        crops = crops.view(count, candidates, self.crop_samples)
+        loud = crops.square().mean(dim=-1).sqrt() >= self.rms_threshold  # [count, candidates]
+        first_loud = torch.where(loud.any(dim=1), loud.int().argmax(dim=1), candidates - 1)
+        return crops[torch.arange(count, device=self.device), first_loud]
+
+
 @dataclass
 class Datasets:
-    train: CropSampler
+    train: CropSampler | DeviceCropSampler
     valid: AudioStore
     description: dict
 
@@ -239,6 +289,11 @@ def load_datasets(
                 by_split[split].extend(items)
             continue
         root = Path(source)
+        if root.is_file():
+            raise LincaeError(
+                f"{root}: --data takes a folder of audio files, not a file; pass a folder "
+                "(one holding just this file, to train on it alone)"
+            )
         if not root.is_dir():
             raise LincaeError(f"{root}: data folder not found")
         files = find_audio_files(root)

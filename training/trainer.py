@@ -3,15 +3,15 @@ DDP under torchrun, mixed precision (bf16, or fp16 with a loss scale), JSONL and
 metrics, periodic validation and export.
 
 Every random draw of step s comes from generators seeded by (seed, s, rank), and learning rate,
-consistency step and gain annealing are functions of s / total_steps: a run paused at any
-checkpoint and resumed follows exactly the path of an uninterrupted run.
+consistency step and gain annealing are functions of s and the run's `Schedule` (s / total_steps
+until a resume changes total_steps): a run paused at any checkpoint and resumed follows exactly
+the path of an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import shlex
 import signal
 import subprocess
@@ -27,20 +27,40 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from lincae_training import augment, consistency
-from lincae_training.checkpoint import export_model, load_checkpoint, save_checkpoint
-from lincae_training.config import TrainConfig
-from lincae_training.data import Datasets, load_datasets, validation_clips
+from lincae_training.checkpoint import (
+    CHECKPOINT_NAME,
+    EXPORT_NAME,
+    earlier_export_provenance,
+    export_model,
+    export_provenance,
+    load_checkpoint,
+    recorded_run,
+    save_checkpoint,
+    stored_config,
+    stored_init_provenance,
+)
+from lincae_training.config import RESUMABLE_KEYS, TrainConfig
+from lincae_training.data import (
+    MUSDB_PREFIX,
+    CropSampler,
+    Datasets,
+    DeviceCropSampler,
+    load_datasets,
+    validation_clips,
+)
 from lincae_training.metrics_log import MetricsLog, tensorboard_writer_class
+from lincae_training.schedule import Schedule, cosine_learning_rate
 from torch import nn
 
 import lincae_cli
+from lincae_cli.atomic import atomic_write_bytes
 from lincae_cli.engine.device import (
-    PRECISIONS,
     choose_device,
     configure_threads,
     join_process_group,
     resolve_precision,
 )
+from lincae_cli.engine.options import PRECISIONS
 from lincae_cli.engine.shard import shard_info
 from lincae_cli.errors import LincaeError
 from lincae_cli.eval import linearity
@@ -49,20 +69,11 @@ from lincae_cli.eval.datasets import clip_layout
 from lincae_cli.hub.store import load_model
 from lincae_cli.nn.autoencoder import PRECISION_DTYPES, ConsistencyAutoencoder
 
-# Settings of the machine and of logging, not of the optimisation: a run may resume with
-# other values (e.g. more threads once a core frees up).
-RESUMABLE_CHANGES = {
-    "train.threads",
-    "train.log_every",
-    "train.checkpoint_every",
-    "train.validate_every",
-    "train.compile",
-    "train.tensorboard",
-}
-
 # Devices fp16 training runs on. CPU autocast supports fp16 too, but it is slower than bf16
 # there and not what users should pick; the tests add "cpu" to run the loss-scale path.
 _FP16_DEVICE_TYPES = ("cuda",)
+
+_DATA_REQUIRED = "--data is required to train (a folder of audio files, or musdb:PATH)"
 
 # The gain of the validation record's homogeneity ratio (`lincae eval` reports 0.25, 0.5 and 2).
 VALIDATION_GAIN = 0.5
@@ -81,19 +92,26 @@ def channels_last_convolutions(model: nn.Module) -> None:
             module.to(memory_format=torch.channels_last)
 
 
-def step_generator(seed: int, step: int, rank: int, stream: int) -> torch.Generator:
+def step_generator(
+    seed: int, step: int, rank: int, stream: int, device: torch.device | None = None
+) -> torch.Generator:
+    """A generator (on `device`, default the CPU) seeded by (seed, step, rank, stream)."""
     state = np.random.SeedSequence([seed, step, rank, stream]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    generator = torch.Generator(device=device or "cpu")
+    return generator.manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-def learning_rate(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up from 0, then cosine decay to lr_min at total_steps."""
-    t = cfg.train
-    if step < t.warmup_steps:
-        return t.lr * step / max(1, t.warmup_steps)
-    span = max(1, t.total_steps - t.warmup_steps)
-    phase = min(1.0, (step - t.warmup_steps) / span)
-    return t.lr_min + 0.5 * (t.lr - t.lr_min) * (1.0 + math.cos(math.pi * phase))
+def config_schedule(cfg: TrainConfig) -> Schedule:
+    """The schedule of a run that keeps the config's `train.total_steps` throughout."""
+    return Schedule(cfg.train.warmup_steps, cfg.train.total_steps)
+
+
+def learning_rate(step: int, cfg: TrainConfig, schedule: Schedule | None = None) -> float:
+    """Linear warm-up from 0, then cosine decay to lr_min at the end of `schedule` (default:
+    the config's, ending at total_steps)."""
+    return cosine_learning_rate(
+        step, cfg.train.lr, cfg.train.lr_min, schedule or config_schedule(cfg)
+    )
 
 
 @dataclass
@@ -121,18 +139,20 @@ def draw_step_inputs(
     cfg: TrainConfig,
     model: ConsistencyAutoencoder,
     index_weights: torch.Tensor,
+    schedule: Schedule | None = None,
 ) -> StepInputs:
-    progress = step / cfg.train.total_steps
+    progress = (schedule or config_schedule(cfg)).progress(step)
     gen = step_generator(cfg.train.seed, step, rank, 1)
     mix_weights = None
     targets = audio
+    # The small draws come from `gen` on the CPU wherever `audio` is (a GPU with data.on_device).
     if cfg.augment.additivity:
         mix_weights = augment.sample_mix_weights(audio.shape[0], cfg.augment, gen)
-        w = mix_weights[:, None]
+        w = mix_weights[:, None].to(audio.device)
         targets = torch.cat([audio, w * audio + (1 - w) * torch.roll(audio, 1, dims=0)])
     gains = None
     if cfg.augment.gain:
-        peaks = targets.abs().amax(dim=1)
+        peaks = targets.abs().amax(dim=1).cpu()
         gains = augment.sample_gains(peaks, progress, cfg.augment, gen)
     n = targets.shape[0]
     index = consistency.sample_indices(n, index_weights, gen)
@@ -140,7 +160,12 @@ def draw_step_inputs(
     sigma = consistency.sigma_at(index, model.config)
     sigma_next = consistency.sigma_at(next_index, model.config)
     frames = (audio.shape[1] - model.config.n_fft) // model.config.hop + 1
-    noise = torch.randn((n, 2, model.config.freq_bins, frames), generator=gen)
+    shape = (n, 2, model.config.freq_bins, frames)
+    if audio.device.type == "cpu":
+        noise = torch.randn(shape, generator=gen)
+    else:  # drawn where it is used: at GPU batch sizes it is hundreds of MB per step
+        device_gen = step_generator(cfg.train.seed, step, rank, 2, audio.device)
+        noise = torch.randn(shape, generator=device_gen, device=audio.device)
     return StepInputs(audio, mix_weights, gains, sigma, sigma_next, noise)
 
 
@@ -277,11 +302,6 @@ def validation_metrics(
     return record, decoded
 
 
-def stored_init_provenance(state: dict[str, Any]) -> dict[str, Any] | None:
-    """Where a checkpoint's run was warm-started from (None: random init, or an older file)."""
-    return json.loads(state.get("init_provenance") or "null")
-
-
 def git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -301,17 +321,24 @@ class Trainer:
         self,
         cfg: TrainConfig,
         run_dir: Path,
-        data_roots: list[Path] | list[str] | list[Path | str],
+        data_roots: list[Path] | list[str] | list[Path | str] | None,
         stop_at: int | None = None,
         resume: bool = False,
         log=print,
         progress: bool = True,
         warn=None,
+        overrides: list[str] | None = None,
     ) -> None:
-        """`log` takes progress lines; `warn` (default: `log`) the warnings that --quiet keeps."""
+        """`log` takes progress lines; `warn` (default: `log`) the warnings that --quiet keeps.
+        `data_roots` None (resuming only): the data the run recorded. `overrides`: the
+        `--set` items that made `cfg` from its file, recorded so that a resume needs none of
+        them again (None on resume: keep the recorded ones)."""
+        if not data_roots and not resume:
+            raise LincaeError(_DATA_REQUIRED)
         self.cfg = cfg
         self.run_dir = run_dir
         self.data_roots = data_roots
+        self.overrides = overrides
         self.stop_at = min(stop_at or cfg.train.total_steps, cfg.train.total_steps)
         self.resume = resume
         self.log = log
@@ -336,6 +363,9 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         self.model = ConsistencyAutoencoder(cfg.model.build()).to(self.device)
         channels_last_convolutions(self.model)
+        if self.device.type == "cuda":
+            # Every step has the same shapes: cuDNN times its algorithms once and keeps the best.
+            torch.backends.cudnn.benchmark = True
         self.ema = weights_copy(self.model)
         self.ema_updates = 0
         self.step = 0
@@ -354,6 +384,15 @@ class Trainer:
         self.wall_seconds = 0.0
         self.commit = git_commit()  # at start: the code that trains, not the code at export
         self.init_provenance: dict[str, Any] | None = None
+        self.schedule = config_schedule(cfg)
+        # What the export's provenance says of how the run was trained (see checkpoint.py).
+        self.run_record: dict[str, Any] = {
+            "command": shlex.join(sys.argv),
+            "overrides": list(overrides or []),
+            "precision": precision,
+            "resumed": [],
+        }
+        self.valid_clips: torch.Tensor | None = None  # picked once, in prepare()
 
     @property
     def main(self) -> bool:
@@ -376,6 +415,8 @@ class Trainer:
             "lincae_version": lincae_cli.__version__,
             "commit": self.commit,
             "init_provenance": json.dumps(self.init_provenance),
+            "run": json.dumps(self.run_record),
+            "schedule": json.dumps(self.schedule.to_json()) if self.schedule.knots else "",
         }
 
     def restore(self) -> bool:
@@ -383,22 +424,14 @@ class Trainer:
         if state is None:
             return False
         stored = json.loads(state["config"])
-        current = json.loads(self.cfg.to_json())
-        # A key newer than the checkpoint counts as its default value.
-        defaults = json.loads(TrainConfig().to_json())
-        differing = sorted(
-            f"{section}.{key}"
-            for section in current
-            if isinstance(current[section], dict)
-            for key in current[section]
-            if stored.get(section, {}).get(key, defaults[section][key]) != current[section][key]
-            and f"{section}.{key}" not in RESUMABLE_CHANGES
+        self._check_resumable(stored)
+        step = int(state["step"])
+        stored_total = int(stored["train"]["total_steps"])
+        self.schedule = Schedule.from_json(
+            self.cfg.train.warmup_steps, stored_total, json.loads(state.get("schedule") or "[]")
         )
-        if differing or stored.get("name") != current.get("name"):
-            raise LincaeError(
-                f"{self.run_dir}: the checkpoint was made with a different config "
-                f"(differs in: {', '.join(differing) or 'name'}); use the same config to resume"
-            )
+        if self.cfg.train.total_steps != stored_total:
+            self._change_total_steps(step, stored_total, recorded_run(state))
         self.model.load_state_dict(state["model"])
         self.ema = {k: v.to(self.device) for k, v in state["ema"].items()}
         self.ema_updates = int(state["ema_updates"])
@@ -406,12 +439,67 @@ class Trainer:
         if state.get("grad_scaler"):  # checkpoints before the scaler have none: a fresh scale
             self.scaler.load_state_dict(state["grad_scaler"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
-        self.step = int(state["step"])
+        self.step = step
         self.wall_seconds = float(state.get("wall_seconds", 0.0))
-        self.commit = state.get("commit", self.commit)
+        commit, self.commit = self.commit, state.get("commit", self.commit)
         self.init_provenance = stored_init_provenance(state)
         self.last_checkpoint_step = self.step
+        resumed = {"step": step, **self.run_record, "commit": commit}
+        # A checkpoint older than the record: how the run started is unknown.
+        self.run_record = recorded_run(state) or dict(self.run_record, command=None, precision=None)
+        self.run_record.setdefault("resumed", []).append(
+            {key: resumed[key] for key in ("step", "command", "precision", "commit")}
+        )
+        if self.overrides is not None:
+            self.run_record["overrides"] = list(self.overrides)
         return True
+
+    def _check_resumable(self, stored: dict[str, Any]) -> None:
+        """Refuse, naming the keys, a config that changes what a run cannot change mid-way."""
+        changes = self.cfg.changes_from(stored)
+        fixed = [key for key in changes if key not in RESUMABLE_KEYS]
+        if fixed:
+            differences = ", ".join(
+                f"{key} ({changes[key][0]!r} there, {changes[key][1]!r} now)" for key in fixed
+            )
+            raise LincaeError(
+                f"{self.run_dir}: the checkpoint was made with a different config: "
+                f"{differences}; a resumed run can change only {', '.join(RESUMABLE_KEYS)}"
+            )
+
+    def _change_total_steps(self, step: int, stored_total: int, run: dict[str, Any]) -> None:
+        """Stretch the schedules of a run at `step` to the new `train.total_steps`; a finished
+        run is refused with the command that continues it with fresh schedules."""
+        total = self.cfg.train.total_steps
+        if step >= stored_total:
+            run_dir = shlex.quote(str(self.run_dir))
+            export = self.run_dir / EXPORT_NAME
+            first = (
+                ""
+                if export.exists()
+                else f"export it (lincae train --export-only {run_dir}), then "
+            )
+            data = " ".join(
+                f"--data {shlex.quote(str(root))}" for root in run.get("data_roots", [])
+            )
+            raise LincaeError(
+                f"{self.run_dir}: the run finished at step {step} (train.total_steps = "
+                f"{stored_total}) and its schedules have ended; to train {total - step} more "
+                f"steps with fresh schedules, {first}start a new run from its weights: lincae "
+                f"train {shlex.quote(str(self.run_dir / 'config.json'))} {data or '--data FOLDER'} "
+                f"--run-dir NEW_RUN_DIR --set train.init_from={shlex.quote(str(export))} "
+                f"--set train.total_steps={total - step}"
+            )
+        if total <= step:
+            raise LincaeError(
+                f"{self.run_dir}: train.total_steps = {total} is not above the run's step "
+                f"{step}; to end the run here, export it with --export-only"
+            )
+        self.schedule = self.schedule.extended(step, total)
+        self.log(
+            f"train.total_steps {stored_total} -> {total}: the schedules go on from step {step} "
+            f"and end at step {total}"
+        )
 
     def warm_start(self, path: Path) -> None:
         """Initialise model and EMA from exported weights of the same architecture."""
@@ -468,39 +556,93 @@ class Trainer:
                 "or choose another --run-dir"
             )
         if self.resume and self.restore():
-            self.log(f"resumed at step {self.step} from {self.run_dir / 'checkpoint.pt'}")
+            self.log(f"resumed at step {self.step} from {self.run_dir / CHECKPOINT_NAME}")
         elif cfg.train.init_from:
             self.warm_start(Path(cfg.train.init_from).expanduser())
             self.log(f"initialised from {cfg.train.init_from}")
+        roots = self.data_roots or self.run_record.get("data_roots")
+        if not roots:
+            raise LincaeError(
+                "--data is required: this run's checkpoint does not record its data (it was "
+                "written by an older lincae)"
+                if self.step
+                else _DATA_REQUIRED
+            )
         with warnings.catch_warnings():
             if not self.main:  # skipped files are reported once, by rank 0
                 warnings.simplefilter("ignore")
             self.data = load_datasets(
-                self.data_roots,
+                roots,
                 self.model.config.sample_rate,
                 crop_samples(self.model, cfg.data.crop_frames),
                 cfg.data.rms_threshold,
                 cfg.data.valid_fraction,
                 cfg.train.seed,
             )
+        if cfg.data.on_device:
+            assert isinstance(self.data.train, CropSampler)
+            self.data.train = DeviceCropSampler(self.data.train, self.device)
+        self.run_record.update(data_roots=[absolute_root(r) for r in roots])
+        self.run_record.update(data=self.data.description)
         if self.main:
-            (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            self._warn_at_start()
+            text = json.dumps(cfg.to_dict(), indent=2)
+            atomic_write_bytes(self.run_dir / "config.json", text.encode())
+
+    def _warn_at_start(self) -> None:
+        """Settings that make a run pointless or unchecked, said before its first step."""
+        t = self.cfg.train
+        if t.warmup_steps >= t.total_steps:
+            warnings.warn(
+                f"train.warmup_steps ({t.warmup_steps}) is not below train.total_steps "
+                f"({t.total_steps}): the learning rate only warms up and never decays",
+                stacklevel=3,
+            )
+        assert self.data is not None
+        clips = self.validation_clips()
+        if len(self.data.valid.names) == 0:
+            warnings.warn(
+                "the validation split is empty, so this run is never validated (put files in a "
+                "valid/ subfolder of --data, or raise data.valid_fraction)",
+                stacklevel=3,
+            )
+        elif clips.shape[0] < 2:
+            warnings.warn(
+                f"{clips.shape[0]} validation clip(s) of data.valid_seconds = "
+                f"{self.cfg.data.valid_seconds:g} s, and validation needs two: this run is never "
+                "validated (add validation files at least that long, or lower data.valid_seconds)",
+                stacklevel=3,
+            )
+
+    def validation_clips(self) -> torch.Tensor:
+        """The validation clips `[n, samples]`, the same at every validation (picked once)."""
+        assert self.data is not None
+        if self.valid_clips is None:
+            data = self.cfg.data
+            layout = clip_layout(data.valid_seconds, self.model.config)
+            clips = validation_clips(
+                self.data.valid, data.valid_clips, layout.samples, data.valid_seed
+            )
+            self.valid_clips = torch.from_numpy(clips)
+        return self.valid_clips
 
     def local_batch(self, step: int) -> torch.Tensor:
         assert self.data is not None
         per_rank = self.cfg.train.batch_size // self.shard.world_size
         first = self.shard.rank * per_rank
         crops = self.data.train.batch(step, range(first, first + per_rank))
-        return torch.from_numpy(crops).to(self.device)
+        return torch.as_tensor(crops).to(self.device)  # numpy, or already there (on_device)
 
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
         step = self.step
-        lr = learning_rate(step, cfg)
+        lr = learning_rate(step, cfg, self.schedule)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         audio = self.local_batch(step)
-        inputs = draw_step_inputs(audio, step, self.shard.rank, cfg, self.model, self.index_weights)
+        inputs = draw_step_inputs(
+            audio, step, self.shard.rank, cfg, self.model, self.index_weights, self.schedule
+        )
         per_example = self.loss_module(inputs.to(self.device))
         loss = per_example.mean()
         if self.any_rank(not bool(torch.isfinite(loss))):
@@ -527,7 +669,7 @@ class Trainer:
         self.step += 1
         if self.step % cfg.train.ema_every == 0:
             self.update_ema()
-        progress = step / cfg.train.total_steps
+        progress = self.schedule.progress(step)
         low, high = augment.gain_range(progress, cfg.augment) if cfg.augment.gain else (1.0, 1.0)
         record = {
             "step": self.step,
@@ -578,9 +720,15 @@ class Trainer:
         if self.last_checkpoint_step != self.step:
             self.checkpoint()
         elapsed = time.monotonic() - started
+        unfinished = self.step < self.cfg.train.total_steps
         self.log(
             f"{'interrupted' if interrupted else 'stopped'} at step {self.step}/"
             f"{self.cfg.train.total_steps} after {elapsed:.0f} s; checkpoint in {self.run_dir}"
+            + (
+                f"; continue with: lincae train --resume {shlex.quote(str(self.run_dir))}"
+                if unfinished
+                else ""
+            )
         )
         if self.step >= self.cfg.train.total_steps and metrics is not None:
             if self.step % self.cfg.train.validate_every:  # not validated at this step yet
@@ -623,16 +771,11 @@ class Trainer:
     def validate(self, metrics: MetricsLog) -> dict[str, float] | None:
         """Score the EMA model on the validation clips (`validation_metrics`), write the record
         and two decoded examples; None when there are fewer than two clips."""
-        assert self.data is not None
-        cfg = self.cfg
-        model = self.ema_model()
-        layout = clip_layout(cfg.data.valid_seconds, model.config)
-        clips = validation_clips(
-            self.data.valid, cfg.data.valid_clips, layout.samples, cfg.data.valid_seed
-        )
-        if clips.shape[0] < 2:
+        x = self.validation_clips()
+        if x.shape[0] < 2:
             return None
-        x = torch.from_numpy(clips)
+        model = self.ema_model()
+        layout = clip_layout(self.cfg.data.valid_seconds, model.config)
         scores, decoded = validation_metrics(model, x, layout.margin)
         record = {"kind": "valid", "step": self.step, **scores}
         metrics.write(record)
@@ -655,44 +798,55 @@ class Trainer:
             sf.write(folder / f"{i}_decoded.wav", dec.numpy(), sample_rate)
 
     def export(self) -> Path:
-        assert self.data is not None
-        provenance = {
-            "trained_with": f"lincae {lincae_cli.__version__}",
-            "commit": self.commit,
-            "command": shlex.join(sys.argv),
-            "steps": self.step,
-            "initialised_from": self.init_provenance,
-            "wall_seconds": round(self.wall_seconds, 1),
-            "precision": self.precision,
-            "data": self.data.description,
-            "train_config": self.cfg.to_dict(),
-        }
-        path = export_model(self.run_dir, self.model, self.ema, self.cfg.name, provenance)
+        name = export_name(self.cfg.name, self.run_dir)
+        path = export_model(
+            self.run_dir, self.model, self.ema, name, export_provenance(self.state())
+        )
         self.log(f"exported EMA weights to {path}")
         return path
 
 
-def export_only(cfg: TrainConfig, run_dir: Path, log=print) -> Path:
-    """Export the EMA weights of the checkpoint in `run_dir` without training."""
+def absolute_root(root: Path | str) -> str:
+    """A `--data` root as recorded for a resume from anywhere: an absolute path (musdb: kept)."""
+    text = str(root)
+    if text.startswith(MUSDB_PREFIX):
+        return MUSDB_PREFIX + str(Path(text[len(MUSDB_PREFIX) :]).expanduser().absolute())
+    return str(Path(text).expanduser().absolute())
+
+
+def export_name(preset: str, run_dir: Path) -> str:
+    """The model name an export records: the run's, ``<preset>-<run folder>``, never a shipped
+    model's, so that decoding a .lat encoded with it never picks the shipped model of the same
+    preset (it asks for --model RUN_DIR/model.safetensors instead)."""
+    from lincae_cli.hub.registry import REGISTRY
+
+    name = f"{preset}-{run_dir.resolve().name}"
+    return name if name not in REGISTRY else f"{name}-run"
+
+
+def export_only(run_dir: Path, log=print, config: TrainConfig | None = None) -> Path:
+    """Export the EMA weights of the checkpoint in `run_dir` without training. The provenance
+    is the training's (command, data, precision, commit), plus `re_export`: what this did.
+    `config` stands in for a recorded config this lincae cannot load."""
     state = load_checkpoint(run_dir)
     if state is None:
         raise LincaeError(f"{run_dir}: no checkpoint to export (train first)")
     try:
-        stored = TrainConfig.from_dict(json.loads(state["config"]))
+        stored = stored_config(state, run_dir / CHECKPOINT_NAME)
     except LincaeError:
-        stored = cfg
+        if config is None:
+            raise
+        stored = config
     # The checkpoint's own model config, so that the weights fit whatever config was passed.
     model = ConsistencyAutoencoder(stored.model.build())
-    provenance = {
-        "trained_with": f"lincae {lincae_cli.__version__}",
-        "commit": state.get("commit") or git_commit(),
+    provenance = export_provenance(state)
+    if not recorded_run(state):
+        provenance.update(earlier_export_provenance(run_dir))
+    provenance["re_export"] = {
         "command": shlex.join(sys.argv),
-        "steps": int(state["step"]),
-        "initialised_from": stored_init_provenance(state),
-        "wall_seconds": round(float(state.get("wall_seconds", 0.0)), 1),
-        "train_config": stored.to_dict(),
-        "partial": int(state["step"]) < stored.train.total_steps,
+        "with": f"lincae {lincae_cli.__version__}",
+        "commit": git_commit(),
     }
-    path = export_model(run_dir, model, state["ema"], stored.name, provenance)
+    path = export_model(run_dir, model, state["ema"], export_name(stored.name, run_dir), provenance)
     log(f"exported EMA weights of step {state['step']} to {path}")
     return path

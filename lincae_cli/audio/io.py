@@ -23,26 +23,38 @@ from lincae_cli.paths import STDIN_NAME, is_stdio
 
 RESAMPLE_QUALITY = "VHQ"
 
-# File suffix -> soundfile container format; only those this libsndfile can write.
-_SUFFIX_FORMATS = {
-    ".wav": "WAV",
-    ".flac": "FLAC",
-    ".ogg": "OGG",
-    ".oga": "OGG",
-    ".aiff": "AIFF",
-    ".aif": "AIFF",
-    ".aifc": "AIFF",
-    ".au": "AU",
-    ".caf": "CAF",
-    ".w64": "W64",
-    ".rf64": "RF64",
-    ".mp3": "MP3",
+# File suffix -> (soundfile container, the subtype it means: None for the container's default).
+_SUFFIX_FORMATS: dict[str, tuple[str, str | None]] = {
+    ".wav": ("WAV", None),
+    ".flac": ("FLAC", None),
+    ".ogg": ("OGG", None),
+    ".oga": ("OGG", None),
+    ".opus": ("OGG", "OPUS"),
+    ".aiff": ("AIFF", None),
+    ".aif": ("AIFF", None),
+    ".aifc": ("AIFF", None),
+    ".au": ("AU", None),
+    ".caf": ("CAF", None),
+    ".w64": ("W64", None),
+    ".rf64": ("RF64", None),
+    ".mp3": ("MP3", None),
 }
+OPUS_SAMPLE_RATES = (8000, 12000, 16000, 24000, 48000)
+"""The only rates Opus codes; other audio is written to .opus at 48 kHz, Opus's own rate."""
+
+
+def _writable(container: str, subtype: str | None) -> bool:
+    if container not in soundfile.available_formats():
+        return False
+    return subtype is None or subtype in soundfile.available_subtypes(container)
+
+
 AUDIO_EXTENSIONS: dict[str, str] = {
     suffix: container
-    for suffix, container in _SUFFIX_FORMATS.items()
-    if container in soundfile.available_formats()
+    for suffix, (container, subtype) in _SUFFIX_FORMATS.items()
+    if _writable(container, subtype)
 }
+"""Suffix -> soundfile container, for the types this libsndfile writes (.opus: 1.0.29 on)."""
 
 
 def is_audio_path(path: str | os.PathLike[str]) -> bool:
@@ -50,16 +62,50 @@ def is_audio_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in AUDIO_EXTENSIONS
 
 
+def unavailable_reason(path: str | os.PathLike[str]) -> str | None:
+    """Why this libsndfile cannot write ``path``'s audio type (``.opus`` without Opus), or
+    None: the type is written, or not audio at all."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in _SUFFIX_FORMATS or suffix in AUDIO_EXTENSIONS:
+        return None
+    container, subtype = _SUFFIX_FORMATS[suffix]
+    version = soundfile.__libsndfile_version__
+    if subtype == "OPUS":
+        return (
+            f"this libsndfile ({version}) cannot write Ogg Opus (it needs libsndfile 1.0.29 or "
+            f"later, built with Opus); use .ogg (Vorbis) or .flac"
+        )
+    return f"this libsndfile ({version}) cannot write {container} files"
+
+
 def output_container(path: str | os.PathLike[str]) -> str:
     """The soundfile container for an output path, from its suffix."""
     suffix = Path(path).suffix
     container = AUDIO_EXTENSIONS.get(suffix.lower())
     if container is None:
+        reason = unavailable_reason(path)
+        if reason is not None:
+            raise LincaeError(f"{path}: {reason}")
         raise LincaeError(
             f"{path}: unknown audio file type {suffix!r}; "
             f"use one of {', '.join(AUDIO_EXTENSIONS)} (or .lat for latents)"
         )
     return container
+
+
+def output_settings(
+    path: str | os.PathLike[str], sample_rate: int, subtype: str | None, rate_given: bool
+) -> tuple[int, str | None]:
+    """The sample rate and subtype audio is written to ``path`` with: as given, except that a
+    ``.opus`` file is Opus (subtype ``OPUS``), which takes only `OPUS_SAMPLE_RATES`: another
+    rate of the source becomes 48 kHz, another rate asked for (``rate_given``) is an error."""
+    subtype = subtype or _SUFFIX_FORMATS.get(Path(path).suffix.lower(), ("", None))[1]
+    if subtype != "OPUS" or sample_rate in OPUS_SAMPLE_RATES:
+        return sample_rate, subtype
+    if rate_given:
+        rates = ", ".join(str(rate) for rate in OPUS_SAMPLE_RATES)
+        raise LincaeError(f"{path}: Opus takes {rates} Hz, not --sample-rate {sample_rate}")
+    return OPUS_SAMPLE_RATES[-1], subtype
 
 
 @contextmanager
@@ -180,6 +226,7 @@ def write_audio(
         return
     path = Path(target)
     container = output_container(path)
+    subtype = subtype or _SUFFIX_FORMATS[path.suffix.lower()][1]
     try:
         data = audio_to_bytes(audio, sample_rate, container, subtype)
     except LincaeError as error:

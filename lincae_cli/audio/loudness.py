@@ -1,5 +1,6 @@
 """Integrated loudness (ITU-R BS.1770 / EBU R128): of whole arrays with pyloudnorm, and of
-audio fed block by block (`StreamingLoudness`, the same maths with constant memory)."""
+audio fed block by block (`StreamingLoudness`, the same maths with constant memory); the gain
+that restores a recorded loudness (`restoring_gain`)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,27 @@ _CHANNEL_WEIGHTS = (1.0, 1.0, 1.0, 1.41, 1.41)
 MIN_DURATION_SECONDS = _GATE_BLOCK_SECONDS
 # Channel weights exist for at most 5 channels (L, R, C, Ls, Rs).
 MAX_CHANNELS = len(_CHANNEL_WEIGHTS)
+MAX_RESTORING_DB = 24.0
+"""`restoring_gain` moves the level by at most this much either way: a decoder that misses its
+target by more is broken, and amplifying its output further would only amplify the damage."""
+
+
+def restoring_gain(
+    measured_lufs: float | None, target_lufs: float | None, max_db: float = MAX_RESTORING_DB
+) -> float:
+    """The linear gain that brings audio measured at ``measured_lufs`` to ``target_lufs``:
+    ``10 ** ((target - measured) / 20)``, the change limited to ``±max_db``; 1.0 when either
+    loudness is unknown (None or not finite).
+
+    Integrated loudness is homogeneous (scaling by ``g`` adds ``20*log10|g|`` LU), so one
+    constant gain over the whole output lands it exactly on the target.
+    """
+    if measured_lufs is None or target_lufs is None:
+        return 1.0
+    if not (math.isfinite(measured_lufs) and math.isfinite(target_lufs)):
+        return 1.0
+    change_db = min(max(target_lufs - measured_lufs, -max_db), max_db)
+    return 10.0 ** (change_db / 20.0)
 
 
 def integrated_loudness(audio: np.ndarray, sample_rate: int) -> float | None:

@@ -10,19 +10,29 @@ that fails leaves no output behind and does not stop the others.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from lincae_cli.audio.io import AUDIO_EXTENSIONS, is_audio_path
-from lincae_cli.batch.inputs import InputFile, read_stdin_once
-from lincae_cli.batch.plan import Task, check_single_output, make_parent_folder
+from lincae_cli.audio.io import AUDIO_EXTENSIONS, is_audio_path, unavailable_reason
+from lincae_cli.batch.inputs import read_stdin_once
+from lincae_cli.batch.latent_inputs import decoding_model_for, read_latents, with_model
+from lincae_cli.batch.plan import Task, check_output_name, check_single_output, make_parent_folder
 from lincae_cli.batch.result import BatchResult
 from lincae_cli.batch.shares import plan_shares
 from lincae_cli.errors import LincaeError
-from lincae_cli.paths import LAT_SUFFIX, STDIO, is_lat_path, is_stdio
+from lincae_cli.paths import (
+    LAT_SUFFIX,
+    NPY_SUFFIX,
+    NULL_NAME,
+    STDIO,
+    is_lat_path,
+    is_npy_path,
+    is_stdio,
+)
 
 if TYPE_CHECKING:
     from lincae_cli.audio.sink import OutputOptions
@@ -32,8 +42,11 @@ if TYPE_CHECKING:
     from lincae_cli.engine.runner import JobOutcome, ProgressListener
     from lincae_cli.engine.shard import ShardInfo
     from lincae_cli.latents.latfile import LatentFile
+    from lincae_cli.latents.npy import BareLatents
 
 T = TypeVar("T")
+LATENT_FORMATS = {"lat": LAT_SUFFIX, "npy": NPY_SUFFIX}
+"""``encode --format``: the suffix of the outputs lincae names (a folder's, or beside inputs)."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +59,7 @@ class Inference:
     progress: ProgressListener | None = field(default=None, compare=False)
 
     def engine_options(self) -> EngineOptions:
-        from lincae_cli.engine.inference import EngineOptions
+        from lincae_cli.engine.options import EngineOptions
 
         return self.options or EngineOptions()
 
@@ -60,14 +73,20 @@ def encode_files(
     *,
     inference: Inference = Inference(),
     dtype: str = "float16",
+    file_format: str = "lat",
     skip_existing: bool = False,
     force: bool = False,
     manifest: bool = False,
+    null_output: bool = False,
     result: BatchResult | None = None,
 ) -> BatchResult:
     """Encode audio files, folders (recursively, mirrored under a folder ``output``), glob
     patterns or ``-`` (stdin) into ``.lat`` files; ``output`` None writes each beside its
-    input. Returns what happened to every input (added to ``result`` when given).
+    input, ``null_output`` (``output`` None) writes nothing (outputs named `NULL_NAME`).
+    Returns what happened to every input (added to ``result`` when given).
+
+    An output named ``*.npy``, or ``file_format`` ``"npy"`` for the outputs lincae names, is
+    the latents as a NumPy array beside a ``.json`` sidecar (latents/npy.py).
 
     ``manifest`` (``output`` a folder): report every input to this process's part of the
     folder's manifest (batch/manifest.py), and with ``skip_existing`` deal only the work that
@@ -75,17 +94,27 @@ def encode_files(
     from lincae_cli.latents.latfile import check_dtype
 
     check_dtype(dtype)
+    suffix = LATENT_FORMATS.get(file_format.lower().lstrip("."))
+    if suffix is None:
+        raise LincaeError(f"--format {file_format}: encode writes lat or npy files")
     if output not in (None, STDIO) and is_audio_path(output):
         raise LincaeError(f"{output}: encode writes .lat files; name the output *.lat")
+    check_output_name(output, _is_latent_path, "a .lat or .npy file")
+    if manifest and null_output:
+        raise LincaeError("--manifest records the files written, so it cannot be used with -n")
+    if manifest and suffix != LAT_SUFFIX:
+        raise LincaeError(
+            "--manifest catalogues .lat files, so it cannot be used with --format npy"
+        )
     result = result if result is not None else BatchResult("encode")
     inference.engine_options()  # invalid options fail before any work
     tasks, shard, run_manifest = plan_shares(
-        inputs, output, AUDIO_EXTENSIONS, "audio", LAT_SUFFIX, is_lat_path, result,
-        force=force, skip_existing=skip_existing, manifest=manifest,
+        inputs, output, AUDIO_EXTENSIONS, "audio", suffix, _is_latent_path, result,
+        force=force, skip_existing=skip_existing, manifest=manifest, null_output=null_output,
     )  # fmt: skip
     try:
         if tasks:
-            _encode_tasks(tasks, shard, inference, dtype, result, run_manifest)
+            _encode_tasks(tasks, shard, inference, dtype, result, run_manifest, null_output)
     finally:
         if run_manifest is not None:
             run_manifest.close()
@@ -99,6 +128,7 @@ def _encode_tasks(
     dtype: str,
     result: BatchResult,
     run_manifest: RunManifest | None,
+    null_output: bool,
 ) -> None:
     from lincae_cli.audio.sources import open_audio_source
     from lincae_cli.engine.inference import Engine
@@ -118,8 +148,9 @@ def _encode_tasks(
     for task, outcome in _run(engine, jobs, inference.progress, result):
         lat = outcome.result
         try:
-            task.prepare_parent()
-            write_lat(task.output, lat, dtype=dtype)
+            if not null_output:
+                task.prepare_parent()
+                write_lat(task.output, lat, dtype=dtype)
         except LincaeError as error:
             result.failed(task.input.name, str(error))
             continue
@@ -129,6 +160,7 @@ def _encode_tasks(
             task.input.name,
             task.output,
             duration_seconds=round(lat.meta.duration_seconds, 6),
+            sample_rate=lat.meta.source_sample_rate,
             channels=lat.channels,
             frames=lat.frames,
             loudness_lufs=lat.meta.source_loudness_lufs,
@@ -140,12 +172,14 @@ def _encode_tasks(
 
 @dataclass(frozen=True)
 class DecodeTarget:
-    """Latents to decode, where to (a path, ``-`` or None for memory), and what the record
-    of it says: ``name`` is its input, ``fields`` are added to its record when it is done."""
+    """Latents to decode, where to (a path, ``-``, or None: decoded in memory and dropped, the
+    record's output `NULL_NAME`), and what the record of it says: ``name`` is its input,
+    ``fields`` are added to its record when it is done. Bare latents (a ``.npy`` without its
+    sidecar) get the model's metadata when the model is loaded."""
 
     name: str
-    output: str
-    lat: LatentFile
+    output: str | None
+    lat: LatentFile | BareLatents
     create_parents: bool = False
     fields: dict[str, Any] = field(default_factory=dict)
 
@@ -159,57 +193,49 @@ def decode_files(
     file_format: str = "wav",
     skip_existing: bool = False,
     force: bool = False,
+    null_output: bool = False,
     result: BatchResult | None = None,
 ) -> BatchResult:
     """Decode ``.lat`` files, folders (recursively, mirrored under a folder ``output``), glob
     patterns or ``-`` (stdin) to audio; ``output`` None writes each beside its input with
-    ``file_format``'s extension. Returns what happened to every input."""
+    ``file_format``'s extension, ``null_output`` (``output`` None) decodes each in memory and
+    writes nothing. Returns what happened to every input.
+
+    ``.npy`` inputs are read with their ``.json`` sidecar; one without (bare latents) needs
+    ``inference.model`` and ``audio.sample_rate`` (the rate of its audio)."""
     suffix = "." + file_format.lower().lstrip(".")
     if suffix not in AUDIO_EXTENSIONS:
         raise LincaeError(
-            f"--format {file_format}: not an audio format lincae writes "
-            f"({', '.join(sorted(s[1:] for s in AUDIO_EXTENSIONS))})"
+            f"--format {file_format}: "
+            + (
+                unavailable_reason(suffix)
+                or "not an audio format lincae writes "
+                f"({', '.join(sorted(s[1:] for s in AUDIO_EXTENSIONS))})"
+            )
         )
-    if output not in (None, STDIO) and is_lat_path(output):
+    if output not in (None, STDIO) and _is_latent_path(output):
         raise LincaeError(f"{output}: decode writes audio; name the output .wav, .flac, ...")
+    check_output_name(output, _is_audio_output, "an audio file (.wav, .flac, ...)")
     result = result if result is not None else BatchResult("decode")
     inference.engine_options()  # invalid options fail before any work
     tasks, shard, _ = plan_shares(
-        inputs, output, {LAT_SUFFIX}, ".lat", suffix, is_audio_path, result,
-        force=force, skip_existing=skip_existing,
+        inputs, output, {LAT_SUFFIX, NPY_SUFFIX}, ".lat or .npy", suffix, is_audio_path, result,
+        force=force, skip_existing=skip_existing, null_output=null_output,
     )  # fmt: skip
+    rate = audio.sample_rate if audio is not None else None
     groups: dict[str, list[DecodeTarget]] = {}
     for task in tasks:
         try:
-            lat, spec = _read_latents(task.input, inference.model)
+            lat, spec = read_latents(task.input, inference.model, rate)
         except LincaeError as error:
             result.failed(task.input.name, str(error))
             continue
-        target = DecodeTarget(task.input.name, task.output, lat, task.create_parents)
+        output = None if null_output else task.output
+        target = DecodeTarget(task.input.name, output, lat, task.create_parents)
         groups.setdefault(spec, []).append(target)
     for spec, targets in groups.items():
         decode_targets(targets, spec, inference, audio, result, shard)
     return result
-
-
-def _read_latents(item: InputFile, model: str | None) -> tuple[LatentFile, str]:
-    """A .lat input and the model spec that decodes it."""
-    from lincae_cli.latents.latfile import read_lat
-
-    lat = read_lat(item.arg)
-    return lat, model or decoding_model_for(lat, item.name)
-
-
-def decoding_model_for(lat: LatentFile, name: str) -> str:
-    """The model recorded in a .lat file, when it is a registered name (else an error)."""
-    from lincae_cli.hub.registry import REGISTRY
-
-    if lat.meta.model_name in REGISTRY:
-        return lat.meta.model_name
-    raise LincaeError(
-        f"{name}: encoded with model '{lat.meta.model_name}', which is not a registered model; "
-        f"pass its file with --model PATH"
-    )
 
 
 def decode_targets(
@@ -238,9 +264,11 @@ def decode_targets(
     jobs: list[tuple[DecodeTarget, Job]] = []
     for target in targets:
         try:
-            if target.create_parents:
+            if target.create_parents and target.output is not None:
                 make_parent_folder(target.output)
-            job = engine.decode_job(target.lat, target.output, audio, target.name)
+            lat = with_model(target.lat, engine)
+            options = _written_as(target.output, lat, audio)
+            job = engine.decode_job(lat, target.output, options, target.name)
         except LincaeError as error:
             result.failed(target.name, str(error))
             continue
@@ -254,7 +282,23 @@ def decode_targets(
             "peak": round(report.peak, 6),
             "clipped_samples": report.clipped_samples,
         }
-        result.ok(target.name, target.output, **{**fields, **target.fields})
+        output = NULL_NAME if target.output is None else target.output
+        result.ok(target.name, output, **{**fields, **target.fields})
+
+
+def _written_as(output: str | None, lat: LatentFile, audio: OutputOptions | None) -> OutputOptions:
+    """The output options of one file: the rate and subtype its type takes (.opus: Opus)."""
+    from lincae_cli.audio.io import output_settings
+    from lincae_cli.audio.sink import OutputOptions
+
+    audio = audio or OutputOptions()
+    if output is None or is_stdio(output):
+        return audio
+    rate = audio.sample_rate or lat.meta.source_sample_rate
+    rate, subtype = output_settings(output, rate, audio.subtype, audio.sample_rate is not None)
+    if subtype == audio.subtype:  # only a type with a subtype of its own (.opus) changes them
+        return audio
+    return dataclasses.replace(audio, sample_rate=rate, subtype=subtype)
 
 
 # -- one result -------------------------------------------------------------------------------
@@ -266,9 +310,12 @@ def check_result_output(output: str, dtype: str, force: bool) -> None:
     from lincae_cli.latents.latfile import check_dtype
 
     check_dtype(dtype)
-    if not (is_stdio(output) or is_lat_path(output) or is_audio_path(output)):
+    reason = unavailable_reason(output)
+    if reason is not None:
+        raise LincaeError(f"{output}: {reason}")
+    if not (is_stdio(output) or _is_latent_path(output) or is_audio_path(output)):
         raise LincaeError(
-            f"{output}: unknown output type {Path(output).suffix!r}; use .lat, or an audio "
+            f"{output}: unknown output type {Path(output).suffix!r}; use .lat, .npy or an audio "
             f"extension ({', '.join(sorted(AUDIO_EXTENSIONS))})"
         )
     check_single_output(output, force)
@@ -276,32 +323,50 @@ def check_result_output(output: str, dtype: str, force: bool) -> None:
 
 def save_result(
     lat: LatentFile,
-    output: str,
+    output: str | None,
     result: BatchResult,
     *,
+    name: str | None = None,
     dtype: str = "float16",
     inference: Inference = Inference(),
     audio: OutputOptions | None = None,
     fields: dict[str, Any] | None = None,
 ) -> None:
-    """Write ``lat`` to ``output``: a .lat (or ``-``, a .lat on stdout), or audio decoded with
-    ``inference.model`` or else the model recorded in ``lat``. The record (input: the
-    command) gets ``fields`` when it is done."""
+    """Write ``lat`` to ``output``: a .lat (or ``-``, a .lat on stdout), a .npy and its
+    sidecar, audio decoded with
+    ``inference.model`` or else the model recorded in ``lat``, or nothing (``output`` None:
+    the null output of ``-n``, recorded as `NULL_NAME`). The record (input: ``name``, by
+    default the command) gets ``fields`` when it is done."""
     from lincae_cli.latents.latfile import write_lat
 
     fields = fields or {}
-    if is_stdio(output) or is_lat_path(output):
-        write_lat(output, lat, dtype=dtype)
+    name = name or result.command
+    if output is None or is_stdio(output) or _is_latent_path(output):
+        if output is not None:
+            write_lat(output, lat, dtype=dtype)
         duration = round(lat.meta.duration_seconds, 6)
-        result.ok(result.command, output, duration_seconds=duration, **fields)
+        rate = lat.meta.source_sample_rate
+        shown = NULL_NAME if output is None else output
+        result.ok(name, shown, duration_seconds=duration, sample_rate=rate, **fields)
         return
     spec = inference.model or decoding_model_for(lat, output)
-    decode_targets(
-        [DecodeTarget(result.command, output, lat, fields=fields)], spec, inference, audio, result
-    )
+    decode_targets([DecodeTarget(name, output, lat, fields=fields)], spec, inference, audio, result)
 
 
 # -- shared steps -----------------------------------------------------------------------------
+
+
+def _is_latent_path(path: str) -> bool:
+    """Whether ``path`` names latents: a .lat file, or a .npy (and its sidecar)."""
+    return is_lat_path(path) or is_npy_path(path)
+
+
+def _is_audio_output(path: str) -> bool:
+    """Whether ``path`` is audio lincae writes; a type this libsndfile lacks (.opus) raises."""
+    reason = unavailable_reason(path)
+    if reason is not None:
+        raise LincaeError(f"{path}: {reason}")
+    return is_audio_path(path)
 
 
 def _run(

@@ -14,7 +14,7 @@ from typing import Literal
 
 from lincae_cli.batch.inputs import Failure, InputFile
 from lincae_cli.errors import LincaeError
-from lincae_cli.paths import STDIN_NAME, STDIO, is_stdio
+from lincae_cli.paths import STDIN_NAME, STDIO, is_npy_path, is_stdio
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,11 @@ def triage(task: Task, force: bool, skip_existing: bool) -> Failure | Literal["s
             name,
             f"{target}: already exists (use --force to overwrite, --skip-existing to keep it)",
         )
-    if target.is_dir():
-        return Failure(name, f"{target}: is a directory")
+    for written in _written_files(target):
+        if written.is_dir():
+            return Failure(name, f"{written}: is a directory")
+        if written != target and written.exists() and not force:
+            return Failure(name, f"{written}: already exists (use --force to overwrite)")
     problem = unwritable_reason(target, create_parents=task.create_parents)
     return Failure(name, f"{target}: {problem}") if problem else None
 
@@ -127,13 +130,38 @@ def check_single_output(output: str, force: bool) -> None:
     if is_stdio(output):
         return
     target = Path(output)
-    if target.is_dir():
-        raise LincaeError(f"{target}: is a directory; give an output file name")
-    if target.exists() and not force:
-        raise LincaeError(f"{target}: already exists (use --force to overwrite)")
+    for written in _written_files(target):
+        if written.is_dir():
+            raise LincaeError(f"{written}: is a directory; give an output file name")
+        if written.exists() and not force:
+            raise LincaeError(f"{written}: already exists (use --force to overwrite)")
     problem = unwritable_reason(target, create_parents=False)
     if problem:
         raise LincaeError(f"{target}: {problem}")
+
+
+def check_output_name(
+    output: str | None, is_output_file: Callable[[str], bool], kinds: str
+) -> None:
+    """Refuse an ``-o`` whose extension names no output this command writes (``kinds`` says
+    which do): a name with an extension is a file, a folder is one that exists or ends in
+    ``/``. Where ``is_output_file`` raises, its error (a format this machine lacks) stands."""
+    if output is None or is_stdio(output) or output.endswith(("/", os.sep)):
+        return
+    suffix = Path(output).suffix
+    if suffix and not Path(output).is_dir() and not is_output_file(output):
+        raise LincaeError(
+            f"{output}: unknown output type {suffix!r}; name {kinds}, or a folder (end it with /)"
+        )
+
+
+def _written_files(target: Path) -> list[Path]:
+    """The files writing ``target`` puts in place: a ``.npy`` brings its sidecar."""
+    if is_npy_path(target):
+        from lincae_cli.latents.npy import sidecar_path
+
+        return [target, sidecar_path(target)]
+    return [target]
 
 
 def unwritable_reason(target: Path, create_parents: bool) -> str | None:

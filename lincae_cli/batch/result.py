@@ -1,5 +1,5 @@
 """What happened to every input of a batch: a plain result the library returns and the CLI
-renders (the records are the ``files`` of ``--json``)."""
+renders (the records are the ``files`` of ``--json``, docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,31 @@ from lincae_cli.batch.inputs import Failure
 from lincae_cli.paths import output_name
 
 Record = dict[str, Any]
-"""``{"input", "output", "status": "ok"|"skipped"|"failed", ...}``; failed ones have ``error``."""
+"""One input's outcome: every key of `ENTRY_KEYS` (None where it does not apply), then what
+the command adds (a mix's ``inputs``, a gain's ``gain_db``, ``info``'s metadata)."""
+
+ENTRY_KEYS = (
+    "input",  # the input as given (<stdin> for -); a mix's inputs joined by ", "
+    "output",  # the file written (<stdout> for -), or None
+    "status",  # "ok", "skipped" or "failed"
+    "error",  # the one-line reason when failed, else None
+    "duration_seconds",  # length of the audio
+    "sample_rate",  # Hz: the source's (latents) or the written audio's
+    "channels",
+    "frames",  # latent frames
+    "loudness_lufs",  # integrated loudness recorded at encoding
+    "peak",  # decoded audio only: peak sample magnitude
+    "clipped_samples",  # decoded audio only: samples beyond full scale
+)
+
+
+def entry(
+    name: str, output: str | None, status: str, error: str | None = None, **fields: Any
+) -> Record:
+    """A record with every key of `ENTRY_KEYS`: the given ones, None for the others."""
+    record: Record = dict.fromkeys(ENTRY_KEYS)
+    record.update(input=name, output=output, status=status, error=error, **fields)
+    return record
 
 
 @dataclass
@@ -30,14 +54,15 @@ class BatchResult:
         if self.on_record is not None:
             self.on_record(record)
 
-    def ok(self, name: str, output: str, **fields: Any) -> None:
-        self._add({"input": name, "output": output_name(output), "status": "ok", **fields})
+    def ok(self, name: str, output: str | None, **fields: Any) -> None:
+        shown = None if output is None else output_name(output)
+        self._add(entry(name, shown, "ok", **fields))
 
     def skipped(self, name: str, output: str) -> None:
-        self._add({"input": name, "output": output, "status": "skipped"})
+        self._add(entry(name, output, "skipped"))
 
     def failed(self, name: str, message: str) -> None:
-        self._add({"input": name, "status": "failed", "error": message})
+        self._add(entry(name, None, "failed", message))
 
     def fail_all(self, failures: list[Failure]) -> None:
         for failure in failures:
@@ -50,7 +75,7 @@ class BatchResult:
     def audio_seconds(self) -> float:
         """Seconds of audio in the records that are done."""
         return sum(
-            float(record.get("duration_seconds", 0.0))
+            float(record.get("duration_seconds") or 0.0)
             for record in self.records
             if record["status"] == "ok"
         )

@@ -24,6 +24,7 @@ from lincae_cli.batch.result import BatchResult
 from lincae_cli.batch.run_manifest import RunManifest
 from lincae_cli.engine.shard import ShardInfo, assign_shares, shard_info
 from lincae_cli.errors import LincaeError
+from lincae_cli.paths import NULL_NAME
 
 
 def plan_shares(
@@ -38,16 +39,27 @@ def plan_shares(
     force: bool,
     skip_existing: bool,
     manifest: bool = False,
+    null_output: bool = False,
 ) -> tuple[list[Task], ShardInfo, RunManifest | None]:
     """This rank's runnable tasks, its place in the launch and, with ``manifest``, the
-    manifest it reports to. Every input dropped on the way is recorded in ``result``."""
+    manifest it reports to. Every input dropped on the way is recorded in ``result``.
+
+    ``null_output`` (``-n``): every task's output is `NULL_NAME` and nothing on disk is looked
+    at or touched (no output planned, triaged or cleaned up)."""
     shard = shard_info()
     files, failures = expand_inputs([os.fspath(arg) for arg in args], suffixes, kind)
     result.fail_all(failures)
-    tasks, failures = plan_outputs(files, output, output_suffix, is_output_file)
-    result.fail_all(failures)
+    if null_output:
+        if output is not None or manifest:
+            raise ValueError("a null output has no output path and no manifest")
+        tasks = [Task(item, NULL_NAME) for item in files]
+    else:
+        tasks, failures = plan_outputs(files, output, output_suffix, is_output_file)
+        result.fail_all(failures)
     if shard.is_distributed:
         result.info.update(rank=shard.rank, world_size=shard.world_size)
+    if null_output:
+        return _deal(tasks, shard, result, None, resume=False), shard, None
     run_manifest = None
     if manifest:
         run_manifest = RunManifest(_manifest_folder(output, tasks), shard, tasks, result)

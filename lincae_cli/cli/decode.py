@@ -8,20 +8,22 @@ import typer
 
 from lincae_cli.cli.options import (
     AudioOutputArgs,
-    EngineArgs,
+    DecodeEngineArgs,
     FileBatchArgs,
     inputs_argument,
     output_option,
-    refuse_terminal_stdout,
     with_option_groups,
-    writes_stdout,
 )
 
-DECODE_HELP = """Decode latent files (.lat) back to audio.
+DECODE_HELP = """Decode latent files (.lat, or .npy with its .json sidecar) back to audio.
 
 The output has the original length, sample rate and channel count (unless --sample-rate); \
-its format follows the file name's extension (.wav, .flac, .ogg, ...). Decoding is \
-stochastic but seeded: the same file and --seed give the same audio.
+its format follows the file name's extension (.wav, .flac, .ogg, .opus, ...; .opus is Opus \
+at 48 kHz unless the rate is one Opus takes). Decoding is stochastic but seeded: the same \
+file and --seed give the same audio.
+
+A .npy without its sidecar (bare latents [channels, 64, frames], e.g. from another tool) \
+needs --model and --sample-rate (the rate of its audio); its length is the span of its frames.
 
 Examples:
 
@@ -33,18 +35,25 @@ Examples:
 
   lincae decode mix.lat -o - | aplay
 
+  lincae decode song.npy -o song.opus
+
+  lincae decode bare.npy --model lin-cae --sample-rate 44100 -o bare.wav
+
+  lincae decode mix.lat -n                     (decoded in memory, not written)
+
   lincae encode song.wav -o - | lincae gain - -6dB -o - | lincae decode - -o quieter.wav
 """
 
 _OUTPUT_HELP = (
-    "An audio file (one input), - for WAV on stdout, or a folder. "
+    "An audio file (one input), - for WAV on stdout, or a folder (one that exists, or ending "
+    "in /). "
     "Default: each input's name with --format's extension, beside it."
 )
 
 
 @with_option_groups
 def decode(
-    inputs: Annotated[list[str], inputs_argument(".lat files")],
+    inputs: Annotated[list[str], inputs_argument(".lat or .npy files")],
     output: Annotated[str | None, output_option(_OUTPUT_HELP)] = None,
     file_format: Annotated[
         str,
@@ -55,12 +64,12 @@ def decode(
         ),
     ] = "wav",
     audio_args: AudioOutputArgs = AudioOutputArgs(),
-    engine_args: EngineArgs = EngineArgs(),
+    engine_args: DecodeEngineArgs = DecodeEngineArgs(),
     batch: FileBatchArgs = FileBatchArgs(),
 ) -> None:
     from lincae_cli.batch.files import decode_files
 
-    refuse_terminal_stdout(writes_stdout(inputs, output))
+    batch.check(inputs, output)
     reporter = batch.reporter("decode", inputs, output)
     decode_files(
         inputs,
@@ -70,6 +79,7 @@ def decode(
         file_format=file_format,
         skip_existing=batch.skip_existing,
         force=batch.force,
+        null_output=batch.null_output,
         result=reporter.result,
     )
     raise typer.Exit(reporter.finish())

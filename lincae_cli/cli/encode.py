@@ -12,9 +12,7 @@ from lincae_cli.cli.options import (
     FileBatchArgs,
     inputs_argument,
     output_option,
-    refuse_terminal_stdout,
     with_option_groups,
-    writes_stdout,
 )
 
 ENCODE_HELP = """Encode audio into latent files (.lat).
@@ -22,6 +20,11 @@ ENCODE_HELP = """Encode audio into latent files (.lat).
 Any format libsndfile reads (WAV, FLAC, OGG, AIFF, MP3, ...), at any sample rate: audio is \
 resampled to the model's rate and every channel gets its own latents. The original rate, \
 length, channel count and loudness are recorded so `lincae decode` can restore them.
+
+An output named *.npy (or --format npy) is the latents as a NumPy array [channels, 64, \
+frames] beside a .json sidecar holding the metadata, for tools that read arrays \
+(stable-audio-tools' pre-encoded latents); lincae reads the pair back losslessly. \
+Without --model: the model in the LINCAE_MODEL environment variable, else lincae-small.
 
 Examples:
 
@@ -31,7 +34,15 @@ Examples:
 
   lincae encode music/ -o latents/            (recursive; folders mirrored under latents/)
 
+  lincae encode song.wav -o song.npy          (song.npy and its sidecar song.json)
+
+  lincae encode music/ -o arrays/ --format npy --dtype float32
+
+  LINCAE_MODEL=lin-cae lincae encode song.wav (the published model)
+
   lincae encode 'takes/*.wav' -o latents/ --skip-existing
+
+  lincae encode music/ -n --json              (encodes all, writes nothing)
 
   cat song.wav | lincae encode - -o - > song.lat
 
@@ -46,8 +57,12 @@ _MANIFEST_HELP = (
     "earlier runs left undone is shared out, balanced again."
 )
 _OUTPUT_HELP = (
-    "A .lat file (one input), - for stdout, or a folder. "
-    "Default: each input's name with .lat, beside it."
+    "A .lat or .npy file (one input), - for a .lat on stdout, or a folder (one that exists, "
+    "or ending in /). Default: each input's name with --format's extension, beside it."
+)
+_FORMAT_HELP = (
+    "lat or npy: the type of the outputs lincae names (in a folder, or beside the inputs); "
+    "npy writes NAME.npy and its sidecar NAME.json."
 )
 
 
@@ -56,21 +71,26 @@ def encode(
     inputs: Annotated[list[str], inputs_argument("Audio files")],
     output: Annotated[str | None, output_option(_OUTPUT_HELP)] = None,
     dtype: DtypeOption = "float16",
+    file_format: Annotated[
+        str, typer.Option("--format", metavar="FORMAT", help=_FORMAT_HELP)
+    ] = "lat",
     manifest: Annotated[bool, typer.Option("--manifest", help=_MANIFEST_HELP)] = False,
     engine_args: EngineArgs = EngineArgs(),
     batch: FileBatchArgs = FileBatchArgs(),
 ) -> None:
     from lincae_cli.batch.files import encode_files
 
-    refuse_terminal_stdout(writes_stdout(inputs, output))
+    batch.check(inputs, output)
     reporter = batch.reporter("encode", inputs, output)
     encode_files(
         inputs,
         output,
         inference=engine_args.inference(reporter, "encoding"),
         dtype=dtype,
+        file_format=file_format,
         skip_existing=batch.skip_existing,
         force=batch.force,
+        null_output=batch.null_output,
         manifest=manifest,
         result=reporter.result,
     )

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,37 +28,16 @@ EVAL_HELP = "\n\n".join(
         "Dec(Enc(mix) − Enc(mix − stem)) vs stem; matched ratios (1.0 for a perfectly linear "
         "model, whatever its reconstruction quality); and the MSS of white noise at 10 and "
         "20 dB SNR and of an 11 kHz low-pass, for reference. Decoding uses a fixed --seed.",
+        "Every gain, sum and difference of latents is also scored with the affine correction "
+        "that --affine applies (the model's silence latent b: a·z + (1 − a)·b, Σ zᵢ − (n − 1)·b, "
+        "z₁ − z₂ + b; docs/latent-algebra.md), shown as plain → affine, and the default the "
+        "measurement favours is printed next to the model's own.",
+        "Level errors in dB (0 = right; docs/metrics.md, Level): of the reconstruction (RMS "
+        "and BS.1770 loudness), of gain tracking (Dec(a·Enc(x)) against Dec(Enc(x)) + "
+        "20·log10 a) and of sums, as decoded → with the recorded loudness restored "
+        "(decode --restore-loudness), and the default the measurement favours.",
     ]
 )
-
-# (key or None for a section title, label shown in the table)
-_TABLE_ROWS: list[tuple[str | None, str]] = [
-    (None, "reconstruction"),
-    ("recon_snr_db", "SNR dB ↑"),
-    ("recon_si_sdr_db", "SI-SDR dB ↑"),
-    ("recon_mss", "MSS ↓"),
-    (None, "decoder homogeneity: MSS"),
-    ("dec_homogeneity_mss_{gain}", "a = {gain_value} ↓"),
-    (None, "encoder homogeneity: relative L2"),
-    ("enc_homogeneity_rel_l2_{gain}", "a = {gain_value} ↓"),
-    (None, "homogeneity ratio (1 = linear)"),
-    ("homogeneity_ratio_{gain}", "a = {gain_value}"),
-    (None, "additivity (pairs of clips, stems)"),
-    ("dec_additivity_mss_pairs", "decoder MSS, pairs ↓"),
-    ("enc_additivity_rel_l2_pairs", "encoder rel. L2, pairs ↓"),
-    ("additivity_ratio_pairs", "ratio, pairs (1 = linear)"),
-    ("dec_additivity_mss_stems", "decoder MSS, stems ↓"),
-    ("enc_additivity_rel_l2_stems", "encoder rel. L2, stems ↓"),
-    ("additivity_ratio_stems", "ratio, stems (1 = linear)"),
-    (None, "separation by latent subtraction"),
-    ("separation_mss{stem}", "MSS ↓{stem_label}"),
-    ("separation_si_sdr_db{stem}", "SI-SDR dB ↑{stem_label}"),
-    ("separation_ratio{stem}", "ratio (1 = linear){stem_label}"),
-    (None, "reference points: MSS to x of"),
-    ("ref_noise_10db_mss", "white noise at 10 dB SNR"),
-    ("ref_noise_20db_mss", "white noise at 20 dB SNR"),
-    ("ref_lowpass_11khz_mss", "11 kHz low-pass"),
-]
 
 
 def eval_command(
@@ -80,7 +56,7 @@ def eval_command(
             "-m",
             metavar="MODEL",
             help="Model: a name from `lincae models`, hf://..., or a .safetensors path. Repeat "
-            "to compare models side by side. Default: lincae-small.",
+            "to compare models side by side. Default: $LINCAE_MODEL, else lincae-small.",
             show_default=False,
         ),
     ] = None,
@@ -138,12 +114,17 @@ def eval_command(
     ] = None,
     quiet: QuietOption = False,
 ) -> None:
+    import torch
+
     from lincae_cli.engine.inference import load_inference_model
+    from lincae_cli.eval.affine import affine_recommended
     from lincae_cli.eval.codec import model_codec
     from lincae_cli.eval.datasets import clip_layout, discover, load_eval_set
+    from lincae_cli.eval.level import restore_helps
     from lincae_cli.eval.linearity import HOMOGENEITY_GAINS, clip_pairs, evaluate
     from lincae_cli.eval.plots import require_matplotlib, write_examples
-    from lincae_cli.hub.registry import DEFAULT_MODEL
+    from lincae_cli.hub.registry import default_model
+    from lincae_cli.hub.silence import silence_latent_of
     from lincae_cli.hub.store import model_identity
 
     def log(message: str) -> None:
@@ -152,7 +133,7 @@ def eval_command(
 
     if plots is not None:
         require_matplotlib()
-    specs = list(models or [DEFAULT_MODEL])
+    specs = list(models or [default_model()[0]])
     sources = discover(data)
     log(f"found {len(sources.clip_files)} clip files and {len(sources.songs)} song folders")
 
@@ -183,10 +164,19 @@ def eval_command(
             margin=layout.margin,
             seed=seed,
             log=lambda message, spec=spec: log(f"{spec}: {message}"),
+            separation_examples=plots is not None,
+            silence=torch.tensor(silence_latent_of(model, weights_sha256)),
         )
         if plots is not None:
             label = _column_name(spec, [r["name"] for r in results])
-            written = write_examples(plots, label, examples, layout.sample_rate)
+            written = write_examples(
+                plots,
+                label,
+                examples,
+                layout.sample_rate,
+                clip_names=eval_set.clip_names,
+                song_names=eval_set.segment_names,
+            )
             log(f"{spec}: wrote {len(written)} files to {plots}")
         elapsed = time.monotonic() - started
         log(f"{spec}: done in {elapsed:.1f} s")
@@ -209,6 +199,10 @@ def eval_command(
                     },
                 },
                 "metrics": metrics,
+                "affine_default": model.affine_default,
+                "affine_recommended": affine_recommended(metrics),
+                "restore_loudness_default": model.restore_loudness,
+                "restore_loudness_recommended": restore_helps(metrics),
                 "stem_names": eval_set.stem_names,
                 "segment_seconds": layout.samples / layout.sample_rate,
                 "latent_frames": layout.latent_frames,
@@ -217,6 +211,8 @@ def eval_command(
         )
 
     if json_output:
+        from lincae_cli.cli.render import command_document, emit_json
+
         report = {
             "settings": {
                 "inputs": [str(p) for p in data],
@@ -232,9 +228,11 @@ def eval_command(
                 {key: value for key, value in r.items() if key != "stem_names"} for r in results
             ],
         }
-        sys.stdout.write(json.dumps(_finite(report), indent=2) + "\n")
+        emit_json(command_document("eval", **report))  # NaN and infinities become null
     else:
-        _print_table(results, HOMOGENEITY_GAINS)
+        from lincae_cli.cli.eval_table import print_table
+
+        print_table(results, HOMOGENEITY_GAINS)
 
 
 def _column_name(spec: str, taken: list[str]) -> str:
@@ -244,66 +242,3 @@ def _column_name(spec: str, taken: list[str]) -> str:
         copy += 1
         name = f"{spec} #{copy}"
     return name
-
-
-def _finite(value: Any) -> Any:
-    """NaN and infinities -> None, recursively, so that the JSON is standard."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_finite(item) for item in value]
-    return value
-
-
-def _format(key: str, value: float | None) -> str:
-    if value is None or not math.isfinite(value):
-        return "—"
-    return f"{value:.2f}" if key.endswith("_db") or "_db_" in key else f"{value:.3f}"
-
-
-def _expand_rows(stem_names: list[str], gains: tuple[float, ...]) -> list[tuple[str | None, str]]:
-    from lincae_cli.eval.linearity import gain_label
-
-    rows: list[tuple[str | None, str]] = []
-    for key, label in _TABLE_ROWS:
-        if key is None or ("{gain}" not in key and "{stem}" not in key):
-            rows.append((key, label))
-        elif "{gain}" in key:
-            for gain in gains:
-                rows.append(
-                    (key.format(gain=gain_label(gain)), label.format(gain_value=f"{gain:g}"))
-                )
-        else:
-            rows.append((key.format(stem=""), label.format(stem_label=", all stems")))
-            for stem in stem_names:
-                rows.append((key.format(stem=f"_{stem}"), label.format(stem_label=f", {stem}")))
-    return rows
-
-
-def _print_table(results: list[dict[str, Any]], gains: tuple[float, ...]) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    stem_names: list[str] = []
-    for result in results:
-        stem_names += [name for name in result["stem_names"] if name not in stem_names]
-    table = Table(title="lincae eval", show_lines=False)
-    table.add_column("metric")
-    for result in results:
-        table.add_column(escape(result["name"]), justify="right")
-    counts = results[0]["counts"]
-    caption = (
-        f"{counts['clips']} clips, {counts['pairs']} pairs, {counts['song_segments']} song "
-        f"segments of {results[0]['segment_seconds']:.2f} s"
-    )
-    table.caption = caption + "; MSS: 0 = identical; ratios: 1 = perfectly linear"
-    for key, label in _expand_rows(stem_names, gains):
-        if key is None:
-            table.add_row(f"[bold]{label}[/bold]", *[""] * len(results))
-            continue
-        values = [_format(key, result["metrics"].get(key)) for result in results]
-        table.add_row(f"  {escape(label)}", *values)
-    Console().print(table)

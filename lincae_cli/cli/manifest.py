@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from lincae_cli.cli.options import JsonOption
-from lincae_cli.cli.render import error_line, print_json, warning_line
+from lincae_cli.cli.render import command_document, emit_json, error_line, warning_line
 
 if TYPE_CHECKING:
     from lincae_cli.batch.catalogue import CatalogueReport
@@ -55,8 +55,37 @@ def manifest(
     report = check_manifest(folder) if check else merge_manifest(folder)
     _show(report, check)
     if json_output:
-        print_json(report.to_json())
+        emit_json(_document(report))
     raise typer.Exit(0 if report.complete else 1)
+
+
+def _document(report: CatalogueReport) -> dict[str, Any]:
+    """The ``--json`` document: the failed inputs as ``files``, the report's lists beside."""
+    from lincae_cli.batch.result import entry
+
+    files = [entry(line["input"], line.get("output"), "failed", line.get("error") or "failed")
+             for line in report.failed]  # fmt: skip
+    summary = report.to_json()
+    summary["failed"] = len(files)  # a count, as in every document; the inputs are the files
+    return command_document("manifest", _incomplete(report), files, **summary)
+
+
+def _incomplete(report: CatalogueReport) -> str | None:
+    """Why the catalogue is not complete, in one line (None when it is)."""
+    if report.complete:
+        return None
+    counts = {
+        "failed": len(report.failed),
+        "pending": len(report.pending),
+        "plan problem(s)": len(report.plan_problems),
+        "missing": len(report.missing),
+        "extra": len(report.extra),
+        "corrupt": len(report.corrupt),
+    }
+    problems = [f"{count} {what}" for what, count in counts.items() if count]
+    if report.stale:
+        problems.append("manifest.jsonl older than the parts")
+    return "catalogue incomplete: " + ", ".join(problems)
 
 
 def _show(report: CatalogueReport, checked: bool) -> None:

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from lincae_cli.cli.options import Command, Group, JsonOption
-from lincae_cli.cli.render import print_json
+from lincae_cli.cli.commands import Command, Group
+from lincae_cli.cli.options import JsonOption
+from lincae_cli.cli.render import command_document, emit_json
 
-MODELS_HELP = """List the known models, download one, or show where models are kept.
+MODELS_HELP = """List the known models, download one, convert one downloaded by hand, or show
+where models are kept.
 
 Examples:
 
   lincae models                  (same as `lincae models list`)
 
   lincae models pull lin-cae     (download and convert the published Lin-CAE)
+
+  lincae models convert ~/Downloads/0a3afbec_weights/   (the same, from files you downloaded)
 
   lincae models path
 """
@@ -39,26 +44,30 @@ def _models(ctx: typer.Context, json_output: JsonOption = False) -> None:
     "list",
     cls=Command,
     help="Table of known models: name, kind, whether it is on this machine (local), source "
-    "and description.\n\n"
-    "Examples:\n\n  lincae models list\n\n  lincae models list --json",
+    "and description; the default (used when no --model is given) is marked, and where it "
+    "comes from: the LINCAE_MODEL environment variable, else built in (lincae-small).\n\n"
+    "Examples:\n\n  lincae models list\n\n  lincae models list --json\n\n"
+    "  export LINCAE_MODEL=lin-cae     (the published Lin-CAE becomes the default)",
 )
 def list_models_command(json_output: JsonOption = False) -> None:
-    from lincae_cli.hub.registry import DEFAULT_MODEL, list_models
+    from lincae_cli.hub.registry import BUILT_IN, default_model, list_models
 
+    default_spec, default_from = default_model()
     rows = [
         {
             "name": source.name,
             "kind": source.kind,
             "source": _where(source),
             "available": is_available(source),
-            "default": source.name == DEFAULT_MODEL,
+            "default": source.name == default_spec,
             "description": source.description,
             "licence": source.licence,
         }
         for source in list_models()
     ]
     if json_output:
-        print_json(rows)
+        default = {"model": default_spec, "from": default_from}
+        emit_json(command_document("models list", models=rows, default=default))
         return
     from rich import box
     from rich.console import Console
@@ -76,14 +85,23 @@ def list_models_command(json_output: JsonOption = False) -> None:
         about.append("\n" + row["description"], style="dim")
         name = row["name"] + ("\n(default)" if row["default"] else "")
         table.add_row(name, row["kind"], "yes" if row["available"] else "no", about)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    where = (
+        "built in; export LINCAE_MODEL=NAME to change it"
+        if default_from == BUILT_IN
+        else f"from {default_from}"
+    )
+    console.print(f"default model: {default_spec} ({where})", markup=False, highlight=False)
 
 
 @models_app.command(
     "pull",
     cls=Command,
     help="Download a model (and convert published checkpoints) into the cache; prints its "
-    "path.\n\nExamples:\n\n  lincae models pull lin-cae\n\n"
+    "path. Without a network, use `lincae models convert` on files downloaded elsewhere; "
+    "-V shows the Hub's retries.\n\n"
+    "Examples:\n\n  lincae models pull lin-cae\n\n"
     "  lincae models pull hf://owner/repo/model.safetensors@v1",
 )
 def pull(
@@ -96,7 +114,59 @@ def pull(
 
     path = resolve_model_file(name)
     if json_output:
-        print_json({"name": name, "path": str(path)})
+        emit_json(command_document("models pull", name=name, path=str(path)))
+    else:
+        typer.echo(str(path))
+
+
+CONVERT_HELP = "\n\n".join(
+    [
+        "Convert the files of a published checkpoint, downloaded by hand, into lincae's "
+        "cache (the same conversion as `lincae models pull`; .pth/.pt files are read with "
+        "torch's weights_only loader, which runs no code); prints the converted file's path. "
+        "Then --model NAME uses it, offline too.",
+        "PATH... are the files, or the folder holding them: linear-cae models (m2l, lin-cae, "
+        "lin-cae-2) are a <hash>_weights/ folder of autoencoder_inference_model_last.pth and "
+        "{frontend,generator,diffusion}_kwargs_last.yaml; music2latent is music2latent.pt. "
+        "The model is recognised by its files and the <hash>_weights folder name; --name says "
+        "which it is when the folder was renamed.",
+        "Examples:",
+        "  lincae models convert ~/Downloads/0a3afbec_weights/",
+        "  lincae models convert weights/*.pth weights/*.yaml --name lin-cae",
+        "  lincae models convert music2latent.pt && lincae encode song.wav --model music2latent",
+    ]
+)
+
+
+@models_app.command("convert", cls=Command, help=CONVERT_HELP)
+def convert(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="PATH...",
+            help="The checkpoint's files, or the folder holding them.",
+            show_default=False,
+        ),
+    ],
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            metavar="NAME",
+            help="Which published model the files are (see `lincae models list`); needed only "
+            "when their <hash>_weights folder was renamed.",
+            show_default=False,
+        ),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    from lincae_cli.hub.converted import convert_local_files
+
+    source, path = convert_local_files(paths, name)
+    if json_output:
+        emit_json(
+            command_document("models convert", name=source.name, kind=source.kind, path=str(path))
+        )
     else:
         typer.echo(str(path))
 
@@ -119,7 +189,7 @@ def path(json_output: JsonOption = False) -> None:
         "embedded_weights": str(embedded) if embedded is not None else None,
     }
     if json_output:
-        print_json(places)
+        emit_json(command_document("models path", paths=places))
         return
     for key, value in places.items():
         typer.echo(f"{key.replace('_', ' ')}: {value if value is not None else '(none)'}")
@@ -135,6 +205,8 @@ def is_available(source: Any) -> bool:
     """Whether the model can be used without a download."""
     from lincae_cli.errors import LincaeError
     from lincae_cli.hub import download
+    from lincae_cli.hub.converted import converted_model_path
+    from lincae_cli.hub.registry import CONVERTED_KINDS
 
     if source.kind == "embedded":
         try:
@@ -142,8 +214,8 @@ def is_available(source: Any) -> bool:
         except LincaeError:
             return False
         return True
-    if source.kind in download.CONVERTED_KINDS:
-        return download.converted_model_path(source).is_file()
+    if source.kind in CONVERTED_KINDS:
+        return converted_model_path(source).is_file()
     from huggingface_hub import try_to_load_from_cache
 
     settings = download.hub_settings()

@@ -15,25 +15,40 @@ import typer
 
 from lincae_cli.cli.options import (
     AudioOutputArgs,
+    DecodeEngineArgs,
     DtypeOption,
-    EngineArgs,
     ForceOption,
     JsonOption,
+    NullOutputOption,
     QuietOption,
+    check_null_output,
     output_option,
     refuse_terminal_stdout,
     with_option_groups,
 )
-from lincae_cli.cli.render import UsageError
+from lincae_cli.cli.render import UsageError, json_to_stderr
 from lincae_cli.errors import LincaeError
-from lincae_cli.paths import STDIN_NAME, STDIO, is_lat_path, is_stdio
+from lincae_cli.paths import STDIN_NAME, STDIO, is_lat_path, is_npy_path, is_stdio
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from lincae_cli.latents.latfile import LatentFile
 
 OutputArgument = Annotated[
-    str, output_option("Result: a .lat file, - for a .lat on stdout, or an audio file (decodes).")
+    str | None,
+    output_option("Result: a .lat file, - for a .lat on stdout, or an audio file (decodes)."),
 ]
+AffineOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--affine/--no-affine",
+        help="Treat the encoder as affine, Enc(x) = L·x + b: silence is the model's silence "
+        "latent b, and weighted sums add (1 - Σ weights)·b. Default: what the model recorded.",
+        show_default=False,
+    ),
+]
+
 PadOption = Annotated[
     bool,
     typer.Option("--pad", help="Allow inputs of different lengths (shorter ones get silence)."),
@@ -47,36 +62,53 @@ class ResultArgs:
     force: ForceOption = False
     dtype: DtypeOption = "float16"
     audio: AudioOutputArgs = AudioOutputArgs()
-    engine: EngineArgs = EngineArgs()
+    engine: DecodeEngineArgs = DecodeEngineArgs()
+    null_output: NullOutputOption = False
     quiet: QuietOption = False
     json_output: JsonOption = False
 
-    def check(self, output: str) -> None:
-        """Before reading any input: ``output`` can be written with these options."""
+    def check(self, output: str | None) -> None:
+        """Before reading any input: ``output`` (None with ``-n``) can be written with these
+        options."""
         from lincae_cli.batch.files import check_result_output
 
-        refuse_terminal_stdout(is_stdio(output))
-        check_result_output(output, self.dtype, self.force)
+        check_null_output(self.null_output, output)
+        if output is None and not self.null_output:
+            raise UsageError("give -o OUT (.lat, - or an audio file to decode), or -n for none")
+        if output is not None:
+            refuse_terminal_stdout(is_stdio(output))
+            json_to_stderr(is_stdio(output))  # where --json goes, should reading inputs fail
+            check_result_output(output, self.dtype, self.force)
         audio_options = self.audio.given()
-        if audio_options and (is_stdio(output) or is_lat_path(output)):
+        latents = output is not None and (is_lat_path(output) or is_npy_path(output))
+        if audio_options and (output is None or is_stdio(output) or latents):
+            written = f"{output} is latents" if output else "-n decodes nothing"
             raise LincaeError(
-                f"{', '.join(audio_options)} only apply when decoding to audio; {output} is "
-                "latents (name an audio file, e.g. out.wav, to decode)"
+                f"{', '.join(audio_options)} only apply when decoding to audio; {written} "
+                "(name an audio file, e.g. out.wav, to decode)"
             )
 
     def write(
-        self, command: str, result: LatentFile, output: str, names: list[str], **fields: object
+        self,
+        command: str,
+        result: LatentFile,
+        output: str | None,
+        names: list[str],
+        **fields: object,
     ) -> None:
-        """Write (or decode) ``result``, print the summary and exit with its code."""
+        """Write (or decode, or with ``-n`` only report) ``result``, print the summary and exit
+        with its code."""
         from lincae_cli.batch.files import save_result
         from lincae_cli.cli.render import Reporter
 
-        reporter = Reporter(command, self.quiet, self.json_output, is_stdio(output))
+        stdout_busy = output is not None and is_stdio(output)
+        reporter = Reporter(command, self.quiet, self.json_output, stdout_busy)
         meta = result.meta
         save_result(
             result,
             output,
             reporter.result,
+            name=", ".join(names),
             dtype=self.dtype,
             inference=self.engine.inference(reporter, "decoding"),
             audio=self.audio.options(),
@@ -104,7 +136,7 @@ Examples:
 
   lincae mix vocals.lat backing.lat --gains 0dB,-6dB -o mix.wav
 
-  lincae mix intro.lat song.lat --pad -o joined-in-time.lat
+  lincae mix song.lat jingle.lat --pad -o song-with-jingle.lat    (jingle over the start)
 """
 
 GAIN_HELP = """Scale a latent file by GAIN in decibels, as sox's gain: -6 (or -6dB), +3, \
@@ -141,7 +173,7 @@ def mix(
             metavar="INPUTS...", help="Two or more .lat files (- for stdin).", show_default=False
         ),
     ],
-    output: OutputArgument,
+    output: OutputArgument = None,
     gains: Annotated[
         str | None,
         typer.Option(
@@ -152,12 +184,30 @@ def mix(
         ),
     ] = None,
     pad: PadOption = False,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            metavar="TIMES",
+            help="Comma-separated start time per input (seconds or mm:ss); the output covers "
+            "them all.",
+            show_default=False,
+        ),
+    ] = None,
+    affine: AffineOption = None,
     result_args: ResultArgs = ResultArgs(),
 ) -> None:
     from lincae_cli.latents import ops
+    from lincae_cli.latents.timeline import parse_seconds
 
     if len(inputs) < 2:
         raise UsageError("mix needs at least two input files")
+    starts = None
+    if at is not None:
+        parts = at.split(",")
+        if len(parts) != len(inputs):
+            raise LincaeError(f"--at has {len(parts)} values for {len(inputs)} inputs")
+        starts = [parse_seconds(part, "--at") for part in parts]
     gains_linear = None
     if gains is not None:
         parts = gains.split(",")
@@ -166,13 +216,21 @@ def mix(
         gains_linear = [ops.parse_gain(part) for part in parts]
     result_args.check(output)
     files, names = read_inputs(inputs)
-    result_args.write("mix", ops.mix(files, gains_linear, pad=pad, names=names), output, names)
+    positions = None
+    if starts is not None:
+        rates = {file.meta.source_sample_rate for file in files}
+        rate = rates.pop() if len(rates) == 1 else files[0].meta.model_sample_rate
+        positions = [round(start * rate) for start in starts]
+    silence = silence_for(files[0], affine, names[0])
+    result = ops.mix(files, gains_linear, pad, names, positions, silence)
+    _warn_about_placement(result, positions, names)
+    result_args.write("mix", result, output, names)
 
 
 @with_option_groups
 def gain(
     input_file: Annotated[str, typer.Argument(metavar="IN", help=".lat file (- for stdin).")],
-    output: OutputArgument,
+    output: OutputArgument = None,
     gain_text: Annotated[
         str | None,
         typer.Argument(
@@ -190,15 +248,32 @@ def gain(
             show_default=False,
         ),
     ] = None,
+    envelope: Annotated[
+        str | None,
+        typer.Option(
+            "--envelope",
+            metavar="POINTS",
+            help="A gain that changes in time, instead of GAIN: TIME:GAIN breakpoints, "
+            "e.g. 0:0dB,5:-12dB,8:0dB (linear in dB between them, held outside).",
+            show_default=False,
+        ),
+    ] = None,
+    affine: AffineOption = None,
     result_args: ResultArgs = ResultArgs(),
 ) -> None:
-    from lincae_cli.latents import ops
+    from lincae_cli.latents import edit, ops
+    from lincae_cli.latents.timeline import parse_envelope
 
-    if (gain_text is None) == (lufs is None):
-        raise LincaeError("give either a GAIN (like -6dB or x0.5) or --lufs TARGET, not both")
+    if [gain_text, lufs, envelope].count(None) != 2:
+        raise LincaeError("give one of a GAIN (like -6dB or x0.5), --lufs TARGET or --envelope")
     factor = None if gain_text is None else ops.parse_gain(gain_text)
+    points = None if envelope is None else parse_envelope(envelope, ops.parse_gain_db)
     result_args.check(output)
     (source,), names = read_inputs([input_file])
+    silence = silence_for(source, affine, names[0])
+    if points is not None:
+        result_args.write("gain", edit.envelope(source, points, silence), output, names)
+        return
     if lufs is not None:
         loudness = source.meta.source_loudness_lufs
         if loudness is None:
@@ -208,7 +283,7 @@ def gain(
             )
         factor = ops.gain_for_target_lufs(loudness, lufs)
     assert factor is not None
-    result = ops.gain(source, factor)
+    result = ops.gain(source, factor, silence)
     if lufs is not None:
         # Record what was asked for alongside the gain that achieves it.
         last = {**result.meta.provenance[-1], "target_lufs": lufs}
@@ -228,8 +303,9 @@ def subtract(
             show_default=False,
         ),
     ],
-    output: OutputArgument,
+    output: OutputArgument = None,
     pad: PadOption = False,
+    affine: AffineOption = None,
     result_args: ResultArgs = ResultArgs(),
 ) -> None:
     from lincae_cli.latents import ops
@@ -238,8 +314,27 @@ def subtract(
         raise UsageError("subtract needs a mix and at least one file to take out of it")
     result_args.check(output)
     files, names = read_inputs(inputs)
-    result = ops.subtract(files[0], files[1:], pad=pad, names=names)
+    silence = silence_for(files[0], affine, names[0])
+    result = ops.subtract(files[0], files[1:], pad=pad, names=names, silence=silence)
     result_args.write("subtract", result, output, names)
+
+
+def silence_for(file: LatentFile, affine: bool | None, name: str) -> np.ndarray | None:
+    """The silence latent ``b`` when the affine operations apply (``affine``, or by default
+    what the file's model recorded), else None."""
+    import numpy as np
+
+    use = file.meta.affine_default if affine is None else affine
+    if not use:
+        return None
+    if file.meta.silence_latent is None:
+        if affine is None:
+            return None
+        raise LincaeError(
+            f"{name}: no silence latent recorded (encoded by an older lincae); re-encode it "
+            "to use --affine"
+        )
+    return np.asarray(file.meta.silence_latent, np.float32)
 
 
 def read_inputs(args: list[str]) -> tuple[list[LatentFile], list[str]]:
@@ -259,6 +354,24 @@ def read_inputs(args: list[str]) -> tuple[list[LatentFile], list[str]]:
     if len(files) > 1:
         _warn_about_chunking(files, names)
     return files, names
+
+
+def _warn_about_placement(
+    result: LatentFile, positions: list[int] | None, names: list[str]
+) -> None:
+    """Say where inputs landed when it is not where they were asked to (the nearest frame)."""
+    from lincae_cli.cli.render import warning_line
+
+    if positions is None:
+        return
+    rate = result.meta.source_sample_rate
+    landed = [entry.get("position_samples") for entry in result.meta.provenance[0]["inputs"]]
+    for name, asked, at in zip(names, positions, landed, strict=True):
+        if isinstance(at, int) and at != asked:
+            warning_line(
+                f"{name} starts at {at / rate:.3f} s, the latent frame nearest to "
+                f"{asked / rate:.3f} s"
+            )
 
 
 def _warn_about_chunking(files: list[LatentFile], names: list[str]) -> None:

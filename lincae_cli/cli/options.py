@@ -1,6 +1,6 @@
 """Options shared by several commands, and option groups: options that travel together,
 declared once as the fields of a frozen dataclass and spread into each command's signature by
-`with_option_groups`.
+`with_option_groups`. The command classes (help, ``-V``) are in commands.py.
 
 Nothing here imports torch: `lincae --help` stays fast.
 """
@@ -10,14 +10,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 import typer
-from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from lincae_cli.engine.chunks import DEFAULT_CHUNK_SECONDS
 from lincae_cli.errors import LincaeError
@@ -27,7 +25,7 @@ if TYPE_CHECKING:
     from lincae_cli.audio.sink import OutputOptions
     from lincae_cli.batch.files import Inference
     from lincae_cli.cli.render import Reporter
-    from lincae_cli.engine.inference import EngineOptions
+    from lincae_cli.engine.options import EngineOptions
 
 # -- options shared by several commands -------------------------------------------------------
 
@@ -52,10 +50,19 @@ def refuse_terminal_stdout(writes_stdout: bool) -> None:
         raise LincaeError("refusing to write binary data to a terminal (use -o FILE or a pipe)")
 
 
-def writes_stdout(args: Sequence[str], output: str | None) -> bool:
+def writes_stdout(args: Sequence[str], output: str | None, null_output: bool = False) -> bool:
     """Whether a file-per-file command writes on stdout: ``-o -``, or stdin's output by
-    default."""
-    return output == STDIO or (output is None and STDIO in args)
+    default (never with ``-n``)."""
+    return not null_output and (output == STDIO or (output is None and STDIO in args))
+
+
+def check_null_output(null_output: bool, output: str | None) -> None:
+    """``-n`` (write nothing) and ``-o`` both say where the output goes: only one may be
+    given."""
+    if null_output and output is not None:
+        from lincae_cli.cli.render import UsageError
+
+        raise UsageError(f"-n writes nothing, so -o {output} cannot be given with it")
 
 
 ModelOption = Annotated[
@@ -65,8 +72,8 @@ ModelOption = Annotated[
         "-m",
         metavar="MODEL",
         help="Model: a name from `lincae models`, hf://owner/repo/file.safetensors[@rev], or a "
-        ".safetensors path. Default: lincae-small for encoding; for decoding, the model "
-        "recorded in the .lat file.",
+        ".safetensors path. Default: for encoding, $LINCAE_MODEL, else lincae-small; for "
+        "decoding, the model recorded in the .lat file.",
         show_default=False,
     ),
 ]
@@ -107,6 +114,26 @@ PrecisionOption = Annotated[
 SeedOption = Annotated[
     int,
     typer.Option("--seed", metavar="N", help="Seed of the decoder's noise: same seed, same audio."),
+]
+NULL_OUTPUT_KEY = "lincae.null_output"  # in the context's meta, shared by the app and commands
+
+
+def _null_output(ctx: typer.Context, value: bool) -> bool:
+    """``lincae -n decode ...`` counts as ``lincae decode ... -n``."""
+    value = bool(value or ctx.meta.get(NULL_OUTPUT_KEY))
+    ctx.meta[NULL_OUTPUT_KEY] = value
+    return value
+
+
+NullOutputOption = Annotated[
+    bool,
+    typer.Option(
+        "--null",
+        "-n",
+        callback=_null_output,
+        help="Null output, as sox's -n: do the work and report it, write no file (decode "
+        "decodes in memory; operations on latents decode nothing). Also before the command.",
+    ),
 ]
 QuietOption = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress bar and no summary (errors still show).")
@@ -152,10 +179,23 @@ LimitOption = Annotated[
     bool,
     typer.Option("--limit", help="Soft-limit decoded peaks above 0.9 instead of clipping."),
 ]
+RestoreLoudnessOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--restore-loudness/--no-restore-loudness",
+        help="Bring the decoded audio to the loudness its .lat records (measured at encoding, "
+        "moved by gain and --lufs); --no-restore-loudness keeps the level the model decodes "
+        "at. Default: the model's (`lincae info` says which applies). Latents of unknown "
+        "loudness (mixes, trims, fades) are left alone; --normalize replaces it.",
+        show_default=False,
+    ),
+]
 DtypeOption = Annotated[
     str,
     typer.Option(
-        "--dtype", metavar="DTYPE", help="How a .lat output stores latents: float16 or float32."
+        "--dtype",
+        metavar="DTYPE",
+        help="How a .lat or .npy output stores latents: float16 or float32.",
     ),
 ]
 
@@ -167,25 +207,28 @@ DtypeOption = Annotated[
 
 @dataclass(frozen=True)
 class EngineArgs:
-    """The inference options (model, device, batching, precision, seed), as given."""
+    """The inference options (model, device, batching, precision), as given. Encoding is
+    deterministic: commands that decode take `DecodeEngineArgs`, with the noise's seed."""
 
     model: ModelOption = None
     device: DeviceOption = "auto"
     batch_size: BatchSizeOption = None
     chunk_seconds: ChunkSecondsOption = DEFAULT_CHUNK_SECONDS
     precision: PrecisionOption = "auto"
-    seed: SeedOption = 0
 
     def options(self) -> EngineOptions:
-        from lincae_cli.engine.inference import EngineOptions
+        from lincae_cli.engine.options import EngineOptions
 
         return EngineOptions(
             device=self.device,
             precision=self.precision,
             batch_size=self.batch_size,
             chunk_seconds=self.chunk_seconds,
-            seed=self.seed,
+            seed=self.decoding_seed(),
         )
+
+    def decoding_seed(self) -> int:
+        return 0
 
     def inference(self, reporter: Reporter, verb: str) -> Inference:
         """The batch layer's inference settings, with progress bars when ``reporter`` shows
@@ -196,6 +239,16 @@ class EngineArgs:
 
 
 @dataclass(frozen=True)
+class DecodeEngineArgs(EngineArgs):
+    """The inference options of a command that may decode: `EngineArgs` and ``--seed``."""
+
+    seed: SeedOption = 0
+
+    def decoding_seed(self) -> int:
+        return self.seed
+
+
+@dataclass(frozen=True)
 class AudioOutputArgs:
     """How decoded audio is written: sample rate, sample format, peak handling."""
 
@@ -203,10 +256,15 @@ class AudioOutputArgs:
     subtype: SubtypeOption = None
     normalize: NormalizeOption = False
     limit: LimitOption = False
+    restore_loudness: RestoreLoudnessOption = None
 
     def given(self) -> list[str]:
         """The options given that differ from their defaults, as typed (``--normalize``)."""
-        names = {"sample_rate": "--sample-rate", "subtype": "--subtype"}
+        names = {
+            "sample_rate": "--sample-rate",
+            "subtype": "--subtype",
+            "restore_loudness": f"--{'' if self.restore_loudness else 'no-'}restore-loudness",
+        }
         return [
             names.get(field.name, f"--{field.name}")
             for field in dataclasses.fields(self)
@@ -222,6 +280,7 @@ class AudioOutputArgs:
             subtype=subtype,
             normalize=self.normalize,
             limit=self.limit,
+            restore_loudness=self.restore_loudness,
         )
 
 
@@ -232,15 +291,22 @@ class FileBatchArgs:
 
     skip_existing: SkipExistingOption = False
     force: ForceOption = False
+    null_output: NullOutputOption = False
     quiet: QuietOption = False
     json_output: JsonOption = False
+
+    def check(self, args: Sequence[str], output: str | None) -> None:
+        """Before any work: ``-n`` without ``-o``, no binary data onto a terminal."""
+        check_null_output(self.null_output, output)
+        refuse_terminal_stdout(writes_stdout(args, output, self.null_output))
 
     def reporter(self, command: str, args: Sequence[str], output: str | None) -> Reporter:
         """The command's reporter: its JSON goes to stderr when stdout is written (``-o -``,
         or stdin's output by default)."""
         from lincae_cli.cli.render import Reporter
 
-        return Reporter(command, self.quiet, self.json_output, writes_stdout(args, output))
+        stdout_busy = writes_stdout(args, output, self.null_output)
+        return Reporter(command, self.quiet, self.json_output, stdout_busy)
 
 
 def with_option_groups(command: Callable[..., None]) -> Callable[..., None]:
@@ -312,66 +378,3 @@ def _build_group(group: type, options: dict[str, Any]) -> Any:
         else:
             values[group_field.name] = options.pop(group_field.name)
     return group(**values)
-
-
-# -- help as users expect it ------------------------------------------------------------------
-
-
-class _ConventionalHelp:
-    """``--help`` as users of sox and the codec CLIs expect it: a parameter shows its metavar
-    (``INPUTS...``, ``N``, ``PATH``) and a flag shows nothing, never a Python type."""
-
-    def get_params(self, ctx: Any) -> list[Any]:
-        params = super().get_params(ctx)  # type: ignore[misc]
-        for param in params:
-            if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
-                param.metavar = ""  # a flag takes no value
-            # Typer shows an argument's type beside its metavar and wraps it in braces in the
-            # usage line; the metavar as written says it all (`[...]` when optional).
-            if isinstance(param, TyperArgument) and param.metavar:
-                param.display_type_rich = _no_type
-                param._usage_display_name = functools.partial(_usage_name, param)
-        return params
-
-
-def _no_type(ctx: Any) -> None:
-    return None
-
-
-def _usage_name(argument: TyperArgument) -> str:
-    return argument.metavar if argument.required else f"[{argument.metavar}]"
-
-
-class Command(_ConventionalHelp, TyperCommand):
-    """A lincae command (``cls=`` of ``app.command``)."""
-
-
-class NegativeValuesCommand(Command):
-    """A command whose arguments may be negative numbers (``gain song.lat -6``, ``-inf``).
-
-    Click would read ``-inf`` as the short options ``-i -n -f``; here a token that starts like a
-    negative number is an argument, unless it is the value of the option before it. A leading
-    space keeps click from seeing the dash (the gain parser ignores surrounding space).
-    """
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        takes_value = {
-            name
-            for param in self.get_params(ctx)
-            if isinstance(param, TyperOption) and not param.is_flag
-            for name in param.opts
-        }
-        kept = [
-            f" {arg}"
-            if _NEGATIVE_VALUE.match(arg) and (index == 0 or args[index - 1] not in takes_value)
-            else arg
-            for index, arg in enumerate(args)
-        ]
-        return super().parse_args(ctx, kept)
-
-
-_NEGATIVE_VALUE = re.compile(r"-(?:\d|\.\d|inf)", re.IGNORECASE)
-
-
-class Group(_ConventionalHelp, TyperGroup):
-    """A lincae command group (``cls=`` of ``typer.Typer``)."""

@@ -15,7 +15,11 @@ Examples:
 
   lincae train configs/lincae-small.toml --data ~/music --run-dir runs/small
 
-  lincae train configs/lincae-small.toml --data ~/music --run-dir runs/small --steps 2000 --resume
+  lincae train configs/lincae-small.toml --data ~/music --run-dir runs/small --steps 2000
+
+  lincae train --resume runs/small
+
+  lincae train --resume runs/small --set train.total_steps=40000
 
   lincae train configs/m2l-small.toml --data ~/music --run-dir runs/m2l --set train.batch_size=4
 
@@ -24,11 +28,23 @@ Examples:
 
   lincae train configs/lincae-small.toml --data musdb:~/data/musdb18hq --run-dir runs/musdb
 
-  lincae train configs/lincae-small.toml --run-dir runs/small --export-only
+  lincae train --export-only runs/small
 
---steps N pauses the run at step N (schedules still follow the config's train.total_steps);
-continue with --resume. At the end, RUN_DIR/model.safetensors holds the EMA weights:
-use it with `lincae encode --model RUN_DIR/model.safetensors`.
+--steps N pauses the run at step N (schedules still follow train.total_steps); Ctrl-C pauses at
+the next step. `lincae train --resume RUN_DIR` (short for --resume --run-dir RUN_DIR) continues
+exactly: it reads the run's recorded config, --set overrides and --data, so none of them is
+repeated. A resume may change train.total_steps (the schedules then go on from the step
+reached and end at the new total), train.checkpoint_every, log_every, validate_every,
+threads, compile and tensorboard; any other change is refused, naming the key. A finished run
+goes on as a new run from its weights (train.init_from; the refusal prints the command).
+With --resume, --data replaces the recorded folders (data that moved), and a CONFIG, when
+given, gets the run's recorded overrides on top. RUN_DIR/config.json is a config too: pass it
+to start a new run with the same settings.
+
+At the end, RUN_DIR/model.safetensors holds the EMA weights: use it with
+`lincae encode --model RUN_DIR/model.safetensors`. --export-only writes it from the checkpoint
+at any step; its provenance stays the training's (command, data, precision, commit), with what
+the re-export did added as re_export.
 
 --data musdb:PATH reads a local MUSDB18 (.stem.mp4) or MUSDB18-HQ (wav) copy through the musdb
 package (pip install musdb; it needs ffmpeg): the mixture and the four stems of each track of
@@ -44,8 +60,13 @@ saved in the checkpoint.
 
 
 def train(
-    config: Path = typer.Argument(
-        ..., metavar="CONFIG", help="Training config (TOML), e.g. configs/lincae-small.toml."
+    config: Path | None = typer.Argument(
+        None,
+        metavar="CONFIG",
+        help="Training config: TOML (e.g. configs/lincae-small.toml) or a run's config.json. "
+        "Not needed with --resume or --export-only, where a run folder here stands for "
+        "--run-dir.",
+        show_default=False,
     ),
     data: list[str] = typer.Option(
         None,
@@ -53,10 +74,15 @@ def train(
         metavar="FOLDER",
         help="Folder of audio (recursive; repeat for several). "
         "Subfolders train/ and valid/ define the split when present. "
-        "musdb:PATH reads a MUSDB18 or MUSDB18-HQ root through the musdb package.",
+        "musdb:PATH reads a MUSDB18 or MUSDB18-HQ root through the musdb package. "
+        "A resumed run reads its recorded folders unless given.",
     ),
-    run_dir: Path = typer.Option(
-        ..., "--run-dir", metavar="FOLDER", help="Where checkpoints, logs and the model go."
+    run_dir: Path | None = typer.Option(
+        None,
+        "--run-dir",
+        metavar="FOLDER",
+        help="Where checkpoints, logs and the model go.",
+        show_default=False,
     ),
     steps: int = typer.Option(None, "--steps", metavar="N", help="Stop (pause) at this step."),
     batch_size: int = typer.Option(
@@ -69,18 +95,26 @@ def train(
         metavar="KEY=VALUE",
         help="Override a config value: section.key=value (repeatable).",
     ),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir."),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the run in RUN_DIR with its recorded config, overrides and data "
+        "(a new run starts there if it has no checkpoint and a CONFIG is given).",
+    ),
     export_only: bool = typer.Option(
         False,
         "--export-only",
-        help="Only export RUN_DIR/model.safetensors from the checkpoint.",
+        help="Only export RUN_DIR/model.safetensors from the checkpoint, whose recorded "
+        "config decides (a CONFIG stands in only for one this lincae cannot load).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or log lines."),
 ) -> None:
+    from lincae_training.checkpoint import resume_config
     from lincae_training.config import TrainConfig
     from lincae_training.trainer import Trainer
     from lincae_training.trainer import export_only as export_run
 
+    from lincae_cli.cli.render import UsageError
     from lincae_cli.errors import LincaeError
 
     items = list(overrides or [])
@@ -88,26 +122,45 @@ def train(
         items.append(f"train.batch_size={batch_size}")
     if seed is not None:
         items.append(f"train.seed={seed}")
-    cfg = TrainConfig.load(config, items)
+    if config is None and not (resume or export_only):
+        raise UsageError(
+            "a CONFIG is required to start a run (e.g. configs/lincae-small.toml); "
+            "lincae train --resume RUN_DIR continues one"
+        )
+    if config is not None and (resume or export_only) and run_dir is None:
+        if not config.exists():
+            raise LincaeError(f"{config}: no such run folder")
+        if config.is_dir():  # `lincae train --resume RUN_DIR`
+            config, run_dir = None, config
+    if run_dir is None:
+        raise UsageError(
+            "--run-dir is required (with --resume or --export-only the run folder may be given "
+            "in place of CONFIG)"
+        )
 
     def say(msg: str) -> None:
         typer.echo(msg, err=True)
 
     log = (lambda *_: None) if quiet else say
     if export_only:
-        export_run(cfg, run_dir, log=log)
+        fallback = TrainConfig.load(config, items) if config is not None else None
+        export_run(run_dir, log=log, config=fallback)
         return
-    if not data:
-        raise LincaeError("--data is required to train (a folder of audio files, or musdb:PATH)")
+    if resume:
+        cfg, every = resume_config(run_dir, config, items)
+    else:
+        assert config is not None
+        cfg, every = TrainConfig.load(config, items), items
     trainer = Trainer(
         cfg,
         run_dir,
-        list(data),
+        list(data) if data else None,
         stop_at=steps,
         resume=resume,
         log=log,
         progress=not quiet,
         warn=say,  # --quiet drops progress, not warnings
+        overrides=every,
     )
     with _one_line_warnings():
         trainer.run()

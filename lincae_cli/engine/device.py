@@ -12,27 +12,13 @@ import os
 
 import torch
 
+from lincae_cli.engine.options import check_precision
 from lincae_cli.engine.shard import ShardInfo
 from lincae_cli.errors import LincaeError
-from lincae_cli.nn.autoencoder import PRECISION_DTYPES
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", *PRECISION_DTYPES)
 # On a CPU a 10 s window already fills every core: larger batches only cost memory.
 DEFAULT_CPU_BATCH_SIZE = 1
 DEFAULT_GPU_BATCH_SIZE = 8
-
-
-def check_device_name(name: str) -> None:
-    """Reject a ``--device`` value that names no kind of device."""
-    if name not in DEVICES and not name.startswith(("cuda:", "mps:")):
-        raise LincaeError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
-
-
-def check_precision(name: str) -> None:
-    """Reject a ``--precision`` value that is not one of `PRECISIONS`."""
-    if name not in PRECISIONS:
-        raise LincaeError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
 
 
 def choose_device(name: str, shard: ShardInfo | None = None) -> torch.device:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,49 +21,20 @@ import torch
 from lincae_cli.audio.io import resampled_length
 from lincae_cli.audio.sink import AudioSink, OutputOptions, SinkReport
 from lincae_cli.audio.sources import ArraySource, AudioSource
-from lincae_cli.engine.chunks import (
-    DEFAULT_CHUNK_SECONDS,
-    DEFAULT_CROSSFADE_FRAMES,
-    DEFAULT_MARGIN_FRAMES,
-    ChunkSpec,
-    chunk_frames_for_seconds,
-)
+from lincae_cli.engine.chunks import ChunkSpec, chunk_frames_for_seconds
 from lincae_cli.engine.device import (
-    check_device_name,
-    check_precision,
     choose_device,
     configure_threads,
     default_batch_size,
     resolve_precision,
 )
 from lincae_cli.engine.jobs import DecodeJob, EncodeJob, Framing, Job, WindowItem
+from lincae_cli.engine.options import EngineOptions, check_precision
 from lincae_cli.engine.runner import JobOutcome, ProgressListener, run_jobs
 from lincae_cli.engine.shard import ShardInfo, shard_info
 from lincae_cli.errors import LincaeError
 from lincae_cli.latents.latfile import LatentFile
 from lincae_cli.nn.autoencoder import ConsistencyAutoencoder
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """Settings of an `Engine` (the CLI's inference options)."""
-
-    device: str = "auto"
-    precision: str = "auto"
-    batch_size: int | None = None  # None: `default_batch_size` for the device
-    chunk_seconds: float = DEFAULT_CHUNK_SECONDS
-    margin_frames: int = DEFAULT_MARGIN_FRAMES
-    crossfade_frames: int = DEFAULT_CROSSFADE_FRAMES
-    seed: int = 0
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.batch_size is not None and self.batch_size < 1:
-            raise LincaeError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not (self.chunk_seconds > 0 and np.isfinite(self.chunk_seconds)):
-            raise LincaeError(f"--chunk-seconds must be positive, got {self.chunk_seconds}")
-        check_precision(self.precision)
-        check_device_name(self.device)
 
 
 def load_inference_model(
@@ -73,11 +43,11 @@ def load_inference_model(
     """Resolve a ``--model`` spec (None: the default model), load it onto ``device`` and
     prepare it for inference at ``precision``."""
     from lincae_cli.hub.download import resolve_model_file
-    from lincae_cli.hub.registry import DEFAULT_MODEL
+    from lincae_cli.hub.registry import default_model
     from lincae_cli.hub.store import load_model
 
     check_precision(precision)
-    path = resolve_model_file(spec or DEFAULT_MODEL)
+    path = resolve_model_file(spec or default_model()[0])
     model = load_model(path, device=choose_device(device, shard))
     return model.optimize_for_inference(resolve_precision(precision, model.device))
 
@@ -86,6 +56,7 @@ class Engine:
     """One model ready for inference: builds jobs and runs their windows through the model."""
 
     def __init__(self, model: ConsistencyAutoencoder, options: EngineOptions | None = None):
+        from lincae_cli.hub.silence import silence_latent_of
         from lincae_cli.hub.store import model_identity
 
         self.options = options or EngineOptions()
@@ -108,6 +79,8 @@ class Engine:
             model_sha256=self.model_sha256,
             precision=model.precision_name,
             device_type=self.device.type,
+            silence_latent=silence_latent_of(model, self.model_sha256),
+            affine_default=model.affine_default,
         )
 
     @classmethod
@@ -126,6 +99,12 @@ class Engine:
     def spec(self) -> ChunkSpec:
         return self.framing.spec
 
+    @property
+    def restores_loudness(self) -> bool:
+        """Whether decoding brings the output to the recorded loudness unless told otherwise:
+        the model's measured default (hub/store.py, `restore_loudness`)."""
+        return bool(self.model.restore_loudness)
+
     # -- building jobs ----------------------------------------------------------------------
 
     def encode_job(self, source: AudioSource, input_name: str | None = None) -> EncodeJob:
@@ -138,17 +117,30 @@ class Engine:
         options: OutputOptions | None = None,
         name: str = "<latents>",
     ) -> DecodeJob:
-        """A job decoding ``lat`` to ``target`` (path, ``"-"``, or None to keep in memory)."""
+        """A job decoding ``lat`` to ``target`` (path, ``"-"``, or None to keep in memory).
+
+        The output is brought to the loudness ``lat`` records when ``options.restore_loudness``
+        says so (None: the model's default, `restores_loudness`) and the loudness is known.
+        """
         self.check_decodable(lat, name)
         options = options or OutputOptions()
         meta = lat.meta
+        restore = options.restore_loudness
+        if restore is None:
+            restore = self.restores_loudness
+        target_lufs = meta.source_loudness_lufs if restore else None
         rate = options.sample_rate or meta.source_sample_rate
-        length = (
-            meta.num_samples
+        length, skip = (
+            (meta.num_samples, meta.offset_samples)
             if rate == meta.source_sample_rate
-            else resampled_length(meta.num_samples, meta.source_sample_rate, rate)
+            else (
+                resampled_length(meta.num_samples, meta.source_sample_rate, rate),
+                resampled_length(meta.offset_samples, meta.source_sample_rate, rate),
+            )
         )
-        sink = AudioSink(target, lat.channels, meta.model_sample_rate, rate, length, options)
+        sink = AudioSink(
+            target, lat.channels, meta.model_sample_rate, rate, length, options, skip, target_lufs
+        )
         return DecodeJob(self.framing, lat, sink, name)
 
     def check_decodable(self, lat: LatentFile, name: str) -> None:

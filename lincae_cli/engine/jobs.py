@@ -53,6 +53,8 @@ class Framing:
     model_sha256: str
     precision: str
     device_type: str
+    silence_latent: list[float] | None = None  # recorded in every .lat encoded (affine ops)
+    affine_default: bool = False
 
     @property
     def latent_hop(self) -> int:
@@ -206,6 +208,8 @@ class EncodeJob(Job):
             chunking={**framing.spec.to_metadata(config.latent_rate_hz), **framing.stft_metadata},
             source_loudness_lufs=self.source.loudness_lufs,
             loudness_is_estimate=False,
+            silence_latent=framing.silence_latent,
+            affine_default=framing.affine_default,
             provenance=[
                 provenance_entry(
                     "encode",
@@ -215,8 +219,7 @@ class EncodeJob(Job):
                 )
             ],
         )
-        latents = torch.from_numpy(self._latents.release(self.frames))
-        return LatentFile(latents=latents, meta=meta)
+        return LatentFile(latents=self._latents.release(self.frames), meta=meta)
 
 
 class DecodeJob(Job):
@@ -236,16 +239,13 @@ class DecodeJob(Job):
         self._skip = framing.overhang // 2 if legacy else 0  # decoded samples before sample 0
         # The last frame's STFT frames reach `overhang` samples past it (reference framing).
         reach = self.frames * hop + (framing.overhang if self._skip == 0 else 0)
-        self.model_samples = min(
-            reach,
-            resampled_length(meta.num_samples, meta.source_sample_rate, meta.model_sample_rate),
-        )
+        self.model_samples = min(reach, meta.model_rate_samples)  # offset_samples included
         self._audio = OverlapAdd(lat.channels, self.model_samples)
         self._received: dict[int, int] = {}  # window index -> channels accepted
 
     def windows(self) -> Iterator[WindowItem]:
         framing = self.framing
-        latents = self.lat.latents
+        latents = torch.from_numpy(self.lat.latents)
         for window in self.plan:
             width = window.frames
             chunk = torch.zeros(self.channels, self.lat.latent_channels, width)

@@ -90,3 +90,23 @@ def relative_l2(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor
     """‖estimate - reference‖ / ‖reference‖ per example: `[batch]`."""
     diff = (estimate - reference).flatten(1)
     return torch.linalg.norm(diff, dim=1) / (torch.linalg.norm(reference.flatten(1), dim=1) + _EPS)
+
+
+def aligned_mss(estimate: torch.Tensor, reference: torch.Tensor, margin: int) -> torch.Tensor:
+    """MSS `[batch]` of decoded audio against its reference, `aligned` with `margin`."""
+    return mss(*aligned(estimate, reference, margin))
+
+
+MSS_FLOOR = 1e-3
+"""MSS values below this count as this in ratios: a ratio of two such values is 1 (0/0)."""
+
+
+def matched_ratio(numerator: float, denominator: float) -> float:
+    """`numerator / denominator` of two mean MSS values, each floored at `MSS_FLOOR`.
+
+    The floor makes 0/0 (a perfect model) a ratio of 1 and keeps x/0 finite (x / MSS_FLOOR).
+    NaN (no examples) stays NaN.
+    """
+    if math.isnan(numerator) or math.isnan(denominator):
+        return math.nan
+    return max(numerator, MSS_FLOOR) / max(denominator, MSS_FLOOR)

@@ -14,12 +14,12 @@ When nothing changed this gives exactly what huggingface_hub would have used.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
-import importlib
 import importlib.resources
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -37,7 +37,8 @@ from huggingface_hub.errors import (
 )
 
 from lincae_cli.errors import LincaeError
-from lincae_cli.hub.cache import atomic_output, converted_models_dir
+from lincae_cli.hub.converted import ConvertFn, converted_model_path, write_converted
+from lincae_cli.hub.network import quiet_retries, unresolvable_host
 from lincae_cli.hub.registry import (
     CONVERTED_KINDS,
     HUB_KINDS,
@@ -46,10 +47,6 @@ from lincae_cli.hub.registry import (
     parse_model_spec,
 )
 from lincae_cli.version import __version__
-
-ConvertFn = Callable[[ModelSource, dict[str, Path], Path], None]
-"""``convert(source, files, out_path)``: write ``source``'s downloaded ``files`` (keyed by
-basename) as one safetensors file in lincae's format at ``out_path``."""
 
 _TRUE_VALUES = frozenset({"1", "ON", "YES", "TRUE"})  # as huggingface_hub.constants._is_true
 _DISK_ERRNOS = frozenset(
@@ -76,6 +73,7 @@ _CONNECTION_ERROR_NAMES = frozenset(
     }
 )
 _HASH_CHUNK_BYTES = 1 << 20
+_OFFLINE_SWITCH = "set HF_HUB_OFFLINE=1 to use only the models already on this machine"
 
 
 @dataclass(frozen=True)
@@ -85,6 +83,8 @@ class HubSettings:
     endpoint: str
     cache_dir: Path
     offline: bool
+    unresolved_host: str | None = None
+    """Set when the endpoint's host name could not be resolved: the cache is used instead."""
 
 
 def hub_settings() -> HubSettings:
@@ -125,11 +125,16 @@ def fetch_files(source: ModelSource, settings: HubSettings | None = None) -> dic
 
     Returns local paths keyed by the basename of each repo filename. Files with a known
     sha256 are verified; a mismatching file is removed from the cache before raising.
-    Every failure is raised as one `LincaeError` naming the model and what to do.
+    Every failure is raised as one `LincaeError` naming the model and what to do. When the
+    Hub's host name cannot be resolved, only the cache is looked in (no retries).
     """
     if source.kind not in HUB_KINDS:
         raise ValueError(f"model {source.name!r} of kind {source.kind!r} is not on the Hub")
     settings = settings or hub_settings()
+    if not settings.offline:
+        host = unresolvable_host(settings.endpoint)
+        if host is not None:
+            settings = dataclasses.replace(settings, offline=True, unresolved_host=host)
     paths: dict[str, Path] = {}
     for filename in source.filenames:
         path = _download(source, filename, settings)
@@ -143,16 +148,17 @@ def fetch_files(source: ModelSource, settings: HubSettings | None = None) -> dic
 def _download(source: ModelSource, filename: str, settings: HubSettings) -> Path:
     assert source.repo_id is not None and source.revision is not None
     try:
-        path = hf_hub_download(
-            repo_id=source.repo_id,
-            filename=filename,
-            revision=source.revision,
-            cache_dir=settings.cache_dir,
-            endpoint=settings.endpoint,
-            local_files_only=settings.offline,
-            library_name="lincae",
-            library_version=__version__,
-        )
+        with quiet_retries():
+            path = hf_hub_download(
+                repo_id=source.repo_id,
+                filename=filename,
+                revision=source.revision,
+                cache_dir=settings.cache_dir,
+                endpoint=settings.endpoint,
+                local_files_only=settings.offline,
+                library_name="lincae",
+                library_version=__version__,
+            )
     except Exception as error:
         message = _describe_download_error(error, source, filename, settings)
         if message is None:
@@ -169,12 +175,24 @@ def _describe_download_error(
     where = f"'{filename}' of Hub repo '{repo}' at revision '{revision}' (model '{name}')"
     offline = (
         f"HF_HUB_OFFLINE is set and model '{name}' is not in the cache ({settings.cache_dir}); "
-        f"run `lincae models pull {name}` while online"
+        f"run `lincae models pull {name}` while online, or "
+        f"{_offline_route(source, settings.endpoint)}"
+    )
+    work_offline = (
+        f"to work offline, {_offline_route(source, settings.endpoint)}; {_OFFLINE_SWITCH}"
     )
     unreachable = (
         f"could not reach the Hugging Face Hub at {settings.endpoint} to download model "
-        f"'{name}'; check your network or HF_ENDPOINT, or pass a local file with --model PATH"
+        f"'{name}'; check your network or HF_ENDPOINT; {work_offline}"
     )
+    if settings.unresolved_host is not None and isinstance(
+        error, (LocalEntryNotFoundError, OfflineModeIsEnabled)
+    ):
+        return (
+            f"cannot reach the Hugging Face Hub: its host '{settings.unresolved_host}' "
+            f"({settings.endpoint}) cannot be resolved (offline?) and model '{name}' is not in "
+            f"the cache; {work_offline}"
+        )
     if isinstance(error, LocalEntryNotFoundError):
         # Raised when nothing was found in the cache after the Hub could not be asked;
         # the reason it could not be asked is in the exception chain.
@@ -218,6 +236,23 @@ def _describe_download_error(
             f"{error.strerror}; free some space or point HF_HOME elsewhere"
         )
     return None
+
+
+def _offline_route(source: ModelSource, endpoint: str) -> str:
+    """How to get ``source`` onto this machine without the Hub, for error messages."""
+    repo, revision = f"{endpoint}/{source.repo_id}", source.revision
+    if len(source.filenames) == 1:
+        where = f"{repo}/resolve/{revision}/{source.filenames[0]}"
+    else:  # several files: the folder they are in, as the Hub's web pages show it
+        folder = str(PurePosixPath(source.filenames[0]).parent)
+        where = f"{repo}/tree/{revision}" + (f"/{folder}" if folder != "." else "")
+    if source.kind in CONVERTED_KINDS:
+        files = ", ".join(PurePosixPath(f).name for f in source.filenames)
+        return (
+            f"download {files} from {where} on a machine that is online, then run "
+            f"`lincae models convert FILE... --name {source.name}` here"
+        )
+    return f"download {where} on a machine that is online, then pass it with --model PATH"
 
 
 def _describe_http_error(error: HfHubHTTPError, where: str, settings: HubSettings) -> str:
@@ -320,38 +355,11 @@ def local_model_path(source: ModelSource) -> Path:
         raise LincaeError(f"model file '{path}' does not exist")
     if path.suffix != ".safetensors":
         raise LincaeError(
-            f"model file '{path}' is not a .safetensors file; lincae reads its own safetensors "
-            f"format (published checkpoints are converted by name, see `lincae models list`)"
+            f"model file '{path}' is not a .safetensors file in lincae's format; convert the "
+            f"files of a published checkpoint with `lincae models convert FILE...`, then use "
+            f"--model NAME"
         )
     return path
-
-
-def converted_model_path(source: ModelSource) -> Path:
-    """Where the converted form of a published checkpoint is cached."""
-    revision = (source.revision or "main").replace("/", "_")
-    return converted_models_dir() / f"{source.name}-{revision}.safetensors"
-
-
-def convert_with_builtin_converter(source: ModelSource, files: dict[str, Path], out: Path) -> None:
-    """The default `ConvertFn`: dispatch to ``lincae_cli.hub.convert`` by model kind."""
-    module_name = "lincae_cli.hub.convert"
-    try:
-        converters = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name != module_name:
-            raise
-        raise LincaeError(
-            f"model '{source.name}' must be converted to lincae's format, but this installation "
-            f"has no converter ({module_name})"
-        ) from error
-    if source.kind == "linear-cae":
-        converters.convert_linear_cae(
-            files, out, name=source.name, scale_factor=source.scale_factor
-        )
-    elif source.kind == "music2latent":
-        converters.convert_music2latent(files, out, name=source.name)
-    else:
-        raise ValueError(f"no converter for model kind {source.kind!r}")
 
 
 def resolve_model_file(spec: str | ModelSource, convert: ConvertFn | None = None) -> Path:
@@ -359,8 +367,8 @@ def resolve_model_file(spec: str | ModelSource, convert: ConvertFn | None = None
 
     Embedded and local models are used in place; ``hf://`` models are downloaded into the
     Hugging Face cache; published checkpoints are downloaded once, converted with
-    ``convert`` (default: `convert_with_builtin_converter`) and the result cached, so later
-    calls need no network.
+    ``convert`` (default: ``converted.convert_with_builtin_converter``) and the result cached,
+    so later calls need no network.
     """
     source = parse_model_spec(spec) if isinstance(spec, str) else spec
     if source.kind == "embedded":
@@ -371,9 +379,6 @@ def resolve_model_file(spec: str | ModelSource, convert: ConvertFn | None = None
         out_path = converted_model_path(source)
         if out_path.is_file():
             return out_path
-        files = fetch_files(source)
-        with atomic_output(out_path) as partial_path:
-            (convert or convert_with_builtin_converter)(source, files, partial_path)
-        return out_path
+        return write_converted(source, fetch_files(source), convert)
     (path,) = fetch_files(source).values()
     return path

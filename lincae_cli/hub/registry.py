@@ -15,11 +15,14 @@ upstream; replace it with the 40-hex commit (and add ``sha256`` digests) once kn
 models are cached under the revision's name, so a moved ``main`` is only picked up after
 deleting the converted file.
 
-This module is pure: no I/O, no environment, no huggingface_hub import.
+The default model is ``$LINCAE_MODEL`` when it is set, else `DEFAULT_MODEL` (`default_model`
+reads the variable at each call). Otherwise this module is pure: no I/O, no environment, no
+huggingface_hub import.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -36,6 +39,9 @@ CONVERTED_KINDS: frozenset[str] = frozenset({"linear-cae", "music2latent"})
 """Kinds whose downloads are published checkpoints that must be converted to our format."""
 
 DEFAULT_MODEL = "lincae-small"
+"""The default model when ``$LINCAE_MODEL`` is not set: embedded, so lincae works offline."""
+MODEL_ENVIRONMENT_VARIABLE = "LINCAE_MODEL"
+BUILT_IN = "built-in"
 HF_URI_PREFIX = "hf://"
 MODEL_FILENAME = "model.safetensors"
 """The file looked for when a model spec is a directory."""
@@ -50,8 +56,15 @@ class ModelSource:
 
     ``filenames`` are paths inside the Hub repo (hub kinds) or inside the ``lincae_weights``
     package (embedded). ``sha256`` maps some of those filenames to their expected lowercase
-    hex digest; files without one are not verified. ``local_path`` is set for kind ``file`` only.
+    hex digest; downloads with one are verified (the embedded files' digests name the shipped
+    bytes, for ``affine_default``). ``local_path`` is set for kind ``file`` only.
     ``scale_factor`` is the latent scale of linear-cae checkpoints (latent = encoder output * it).
+    ``affine_default`` is the measured default of the affine latent operations
+    (docs/latent-algebra.md) for the files whose digests ``sha256`` lists, applied by
+    `load_model` to a file that does not record its own (the shipped v1 files, whose bytes are
+    their identity and are never rewritten); None: not measured (false). ``restore_loudness``
+    likewise: whether decoding brings the output to the loudness a `.lat` records, as
+    measured by `lincae eval` (docs/metrics.md, Level).
     """
 
     name: str
@@ -64,6 +77,8 @@ class ModelSource:
     description: str = ""
     licence: str = ""
     local_path: Path | None = None
+    affine_default: bool | None = None
+    restore_loudness: bool | None = None
 
     def __post_init__(self) -> None:
         # Registry entries are code: a malformed one is a bug, hence ValueError not LincaeError.
@@ -79,6 +94,14 @@ class ModelSource:
         for filename, digest in self.sha256.items():
             if not _SHA256_PATTERN.fullmatch(digest):
                 raise ValueError(f"model {self.name!r}: bad sha256 for {filename!r}: {digest!r}")
+        if self.affine_default is not None and not self.sha256:
+            raise ValueError(
+                f"model {self.name!r}: affine_default needs the sha256 it was measured on"
+            )
+        if self.restore_loudness is not None and not self.sha256:
+            raise ValueError(
+                f"model {self.name!r}: restore_loudness needs the sha256 it was measured on"
+            )
         basenames = [PurePosixPath(filename).name for filename in self.filenames]
         if len(set(basenames)) != len(basenames):
             # Downloaded files are handed to converters keyed by basename.
@@ -115,15 +138,27 @@ _SOURCES: tuple[ModelSource, ...] = (
         name="lincae-small",
         kind="embedded",
         filenames=("lincae-small.safetensors",),
+        sha256={
+            "lincae-small.safetensors": (
+                "4633790dc69bdd769f14b46f5f837aa4f72e5a93780f651d1e1d49c1bea7b2ba"
+            )
+        },
         description="small Lin-CAE model shipped with lincae; fast on CPU (default)",
         licence="MIT",
+        affine_default=None,  # TODO measure
     ),
     ModelSource(
         name="m2l-small",
         kind="embedded",
         filenames=("m2l-small.safetensors",),
+        sha256={
+            "m2l-small.safetensors": (
+                "979977a2c627c4b403e16608b4c8f968d7fe0a3dbabc2f7e351c5c2cbc0270d8"
+            )
+        },
         description="small music2latent-style model shipped with lincae (no linearity training)",
         licence="MIT",
+        affine_default=None,  # TODO measure
     ),
     _linear_cae("m2l", "1511f18a", 15.0, "published music2latent baseline retrained by linear-cae"),
     _linear_cae("lin-cae", "0a3afbec", 33.0, "published Lin-CAE (linear consistency autoencoder)"),
@@ -143,9 +178,42 @@ REGISTRY: dict[str, ModelSource] = {source.name: source for source in _SOURCES}
 """Known model names, in display order."""
 
 
+def registered_affine_default(name: str, sha256: str) -> bool | None:
+    """The registry's measured ``affine_default`` for the model file called ``name`` whose bytes
+    hash to ``sha256``; None when that name and digest are not a registered pair."""
+    source = REGISTRY.get(name)
+    if source is None or sha256 not in source.sha256.values():
+        return None
+    return source.affine_default
+
+
+def registered_restore_loudness(name: str, sha256: str) -> bool | None:
+    """The registry's measured ``restore_loudness`` for the model file called ``name`` whose
+    bytes hash to ``sha256``; None when that name and digest are not a registered pair."""
+    source = REGISTRY.get(name)
+    if source is None or sha256 not in source.sha256.values():
+        return None
+    return source.restore_loudness
+
+
 def list_models() -> list[ModelSource]:
     """All registered models, in display order."""
     return list(REGISTRY.values())
+
+
+def default_model() -> tuple[str, str]:
+    """The model used where none is given (encoding, eval) and where that comes from:
+    (``$LINCAE_MODEL``, ``"LINCAE_MODEL"``) when the variable is set and not empty, else
+    (`DEFAULT_MODEL`, `BUILT_IN`). Read at each call; a value that is no model spec is an
+    error naming the variable."""
+    spec = os.environ.get(MODEL_ENVIRONMENT_VARIABLE, "").strip()
+    if not spec:
+        return DEFAULT_MODEL, BUILT_IN
+    try:
+        parse_model_spec(spec)
+    except LincaeError as error:
+        raise LincaeError(f"{MODEL_ENVIRONMENT_VARIABLE}={spec}: {error}") from None
+    return spec, MODEL_ENVIRONMENT_VARIABLE
 
 
 def parse_model_spec(spec: str) -> ModelSource:

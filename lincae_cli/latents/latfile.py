@@ -14,105 +14,62 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import safetensors.torch
-import torch
+import numpy as np
+import safetensors.numpy
 
 from lincae_cli.atomic import atomic_write_bytes
-from lincae_cli.audio.io import resampled_length
 from lincae_cli.errors import LincaeError
 from lincae_cli.latents.container import STORED_DTYPES, read_tensor, split_container
-from lincae_cli.latents.framing import check_framing, expected_frames
-from lincae_cli.paths import input_name, is_stdio, output_name
+from lincae_cli.latents.meta import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    LatentMeta,
+    meta_from_document,
+    validate_meta,
+)
+from lincae_cli.latents.meta import MAX_RATE_RATIO as MAX_RATE_RATIO  # re-exported
+from lincae_cli.latents.meta import provenance_entry as provenance_entry  # re-exported
+from lincae_cli.paths import input_name, is_npy_path, is_stdio, output_name
 from lincae_cli.version import __version__
 
-FORMAT_NAME = "lincae-latent"
-FORMAT_VERSION = "1.0"
 FORMAT_MAJOR = 1
 META_KEY = "lincae"
 TENSOR_NAME = "latents"
 
 # dtype names accepted by `write_lat`: those of the container's stored dtypes.
-LAT_DTYPES: dict[str, torch.dtype] = {
-    dtype.name: getattr(torch, dtype.name) for dtype in STORED_DTYPES.values()
-}
-_FLOAT16_MAX = float(torch.finfo(torch.float16).max)
-_SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+LAT_DTYPES: dict[str, np.dtype] = {dtype.name: dtype for dtype in STORED_DTYPES.values()}
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
 _VERSION_PATTERN = re.compile(r"(\d+)\.(\d+)")
-# Sanity bound on source_sample_rate / model_sample_rate (either way): decoding resamples the
-# model-rate audio to the source rate, so a corrupt rate could turn a few frames into gigabytes.
-MAX_RATE_RATIO = 256
 
 PathOrStream = str | os.PathLike[str] | BinaryIO
-
-
-@dataclass(frozen=True)
-class LatentMeta:
-    """Everything a `.lat` file says about its latents (the JSON document under ``lincae``).
-
-    ``latent_hop_samples`` counts samples at ``model_sample_rate``: frame ``k`` covers the
-    source, resampled to the model rate, from sample ``k * latent_hop_samples`` on.
-    ``num_samples`` is the original length at ``source_sample_rate``; it fixes the number of
-    frames (`expected_frames`).
-    """
-
-    model_name: str
-    model_sha256: str
-    scale_factor: float
-    model_sample_rate: int
-    source_sample_rate: int
-    num_samples: int
-    channels: int
-    latent_rate_hz: float
-    latent_hop_samples: int
-    chunking: dict[str, Any] = field(default_factory=dict)
-    source_loudness_lufs: float | None = None
-    loudness_is_estimate: bool = False
-    provenance: list[dict[str, Any]] = field(default_factory=list)
-    lincae_version: str = __version__
-    format_version: str = FORMAT_VERSION
-
-    @property
-    def duration_seconds(self) -> float:
-        """Length of the original audio in seconds."""
-        return self.num_samples / self.source_sample_rate
-
-    @property
-    def model_rate_samples(self) -> int:
-        """Length of the audio resampled to ``model_sample_rate`` (rounded half up, as soxr)."""
-        return resampled_length(self.num_samples, self.source_sample_rate, self.model_sample_rate)
-
-    @property
-    def expected_frames(self) -> int:
-        """Frames the latents must have (the rule: latents/framing.py)."""
-        return expected_frames(self.chunking, self.model_rate_samples, self.latent_hop_samples)
-
-    def to_json_dict(self) -> dict[str, Any]:
-        """The JSON document stored under the ``lincae`` metadata key."""
-        document = dataclasses.asdict(self)
-        document["format"] = FORMAT_NAME
-        return document
 
 
 @dataclass(frozen=True)
 class LatentFile:
     """Latents and their metadata.
 
-    ``latents`` is a float32 tensor ``[channels, latent_channels, frames]``; all arithmetic on
-    it happens in float32 whatever dtype the file stores.
+    ``latents`` is a float32 NumPy array ``[channels, latent_channels, frames]``; all arithmetic
+    on it happens in float32 whatever dtype the file stores. Reading, writing and the latent
+    operations never import torch; the model's side converts with ``torch.from_numpy``.
     """
 
-    latents: torch.Tensor
+    latents: np.ndarray
     meta: LatentMeta
+
+    def __post_init__(self) -> None:
+        # Accept any array-like (a CPU torch tensor included) and hold float32 NumPy.
+        latents = np.asarray(self.latents)
+        if np.issubdtype(latents.dtype, np.floating) and latents.dtype != np.float32:
+            latents = latents.astype(np.float32)
+        object.__setattr__(self, "latents", latents)
 
     @property
     def channels(self) -> int:
@@ -127,34 +84,27 @@ class LatentFile:
         return int(self.latents.shape[2])
 
 
-def provenance_entry(op: str, **fields: Any) -> dict[str, Any]:
-    """One provenance record: ``{"op": op, **fields, "lincae_version": ..., "time": ...}``.
-
-    ``time`` is UTC, ISO 8601, to the second. ``fields`` must be JSON-serialisable.
-    """
-    entry: dict[str, Any] = {"op": op}
-    entry.update(fields)
-    entry["lincae_version"] = __version__
-    entry["time"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return entry
-
-
 def validate_latent_file(lat: LatentFile, name: str) -> None:
     """Check that the tensor and the metadata agree; raise `LincaeError` naming ``name`` if not."""
     latents = lat.latents
-    if not isinstance(latents, torch.Tensor) or latents.ndim != 3:
-        shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents)
+    if not isinstance(latents, np.ndarray) or latents.ndim != 3:
+        shape = tuple(latents.shape) if isinstance(latents, np.ndarray) else type(latents)
         raise LincaeError(
             f"{name}: latents must be shaped [channels, latent_channels, frames], got {shape}"
         )
-    if not latents.is_floating_point():
+    if not np.issubdtype(latents.dtype, np.floating):
         raise LincaeError(f"{name}: latents must be floating point, got {latents.dtype}")
     if min(latents.shape) < 1:
         raise LincaeError(f"{name}: latents have an empty dimension, shape {tuple(latents.shape)}")
-    if not bool(torch.isfinite(latents).all()):
+    if not bool(np.isfinite(latents).all()):
         raise LincaeError(f"{name}: latents contain NaN or Inf values")
     meta = lat.meta
-    _validate_meta(meta, name)
+    validate_meta(meta, name)
+    if meta.silence_latent is not None and len(meta.silence_latent) != lat.latent_channels:
+        raise LincaeError(
+            f"{name}: silence_latent has {len(meta.silence_latent)} values for "
+            f"{lat.latent_channels} latent channels"
+        )
     if meta.channels != lat.channels:
         raise LincaeError(
             f"{name}: metadata says {meta.channels} channel(s) but the latents hold {lat.channels}"
@@ -179,26 +129,33 @@ def lat_to_bytes(lat: LatentFile, dtype: str = "float16", name: str = "<bytes>")
     The metadata is stamped with the current format version and lincae version. Raises
     `LincaeError` if the file is inconsistent or its values overflow float16.
     """
+    stored, document = storable(lat, dtype, name)
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        META_KEY: json.dumps(document, allow_nan=False),
+    }
+    return safetensors.numpy.save({TENSOR_NAME: stored}, metadata=metadata)
+
+
+def storable(lat: LatentFile, dtype: str, name: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """What a file stores of ``lat``: the latents as ``dtype`` (C order) and the ``lincae``
+    JSON document, stamped with the current format and lincae versions. Shared by the `.lat`
+    container and the `.npy` + sidecar pair (latents/npy.py)."""
     if dtype not in LAT_DTYPES:
         raise LincaeError(
             f"{name}: unknown latent dtype {dtype!r}; choose one of {list(LAT_DTYPES)}"
         )
     validate_latent_file(lat, name)
-    stored = lat.latents.detach().to(device="cpu", dtype=torch.float32)
+    stored = np.asarray(lat.latents, dtype=np.float32)
     if dtype == "float16":
-        peak = float(stored.abs().max())
+        peak = float(np.abs(stored).max())
         if peak > _FLOAT16_MAX:
             raise LincaeError(
                 f"{name}: latent values up to {peak:.3g} overflow float16; write with float32"
             )
     meta = dataclasses.replace(lat.meta, lincae_version=__version__, format_version=FORMAT_VERSION)
-    metadata = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        META_KEY: json.dumps(meta.to_json_dict(), allow_nan=False),
-    }
-    tensors = {TENSOR_NAME: stored.to(LAT_DTYPES[dtype]).contiguous()}
-    return safetensors.torch.save(tensors, metadata=metadata)
+    return np.ascontiguousarray(stored.astype(LAT_DTYPES[dtype])), meta.to_json_dict()
 
 
 def lat_from_bytes(data: bytes, name: str = "<bytes>") -> LatentFile:
@@ -214,11 +171,8 @@ def lat_from_bytes(data: bytes, name: str = "<bytes>") -> LatentFile:
     if not all(isinstance(value, str) for value in metadata.values()):
         raise LincaeError(f"{name}: corrupt .lat file (non-string metadata)")
     format_version = _check_format_version(metadata.get("format_version"), name)
-    document = _parse_document(metadata.get(META_KEY), name)
-    if document.get("format") != FORMAT_NAME or document.get("format_version") != format_version:
-        raise LincaeError(f"{name}: corrupt .lat file (format fields disagree)")
-    meta = _meta_from_document(document, name)
-    latents = torch.from_numpy(read_tensor(header, TENSOR_NAME, buffer, name))
+    meta = meta_from_json(metadata.get(META_KEY), name, format_version)
+    latents = read_tensor(header, TENSOR_NAME, buffer, name)
     lat = LatentFile(latents=latents, meta=meta)
     validate_latent_file(lat, name)
     return lat
@@ -230,6 +184,11 @@ def write_lat(target: PathOrStream, lat: LatentFile, dtype: str = "float16") -> 
     A path is written through a temporary file in the same directory, fsynced, then renamed
     over the target, so readers see either the old file or the complete new one.
     """
+    if isinstance(target, str | os.PathLike) and is_npy_path(target):
+        from lincae_cli.latents.npy import write_npy
+
+        write_npy(target, lat, dtype)  # a path ending in .npy: the array and its sidecar
+        return
     name = _display_name(target, output_name)
     data = lat_to_bytes(lat, dtype=dtype, name=name)
     if isinstance(target, str | os.PathLike):
@@ -245,6 +204,10 @@ def write_lat(target: PathOrStream, lat: LatentFile, dtype: str = "float16") -> 
 
 def read_lat(source: PathOrStream) -> LatentFile:
     """Read and validate a `.lat` file from a path, ``"-"`` (stdin) or a binary stream."""
+    if isinstance(source, str | os.PathLike) and is_npy_path(source):
+        from lincae_cli.latents.npy import read_npy
+
+        return read_npy(source)  # a path ending in .npy: the array and its sidecar
     name = _display_name(source, input_name)
     if isinstance(source, str | os.PathLike):
         if is_stdio(source):
@@ -276,6 +239,17 @@ def read_lat_bytes(path: Path) -> bytes:
         raise LincaeError(f"{path}: cannot read ({error.strerror or error})") from None
 
 
+def meta_from_json(text: object, name: str, format_version: str | None = None) -> LatentMeta:
+    """The ``lincae`` JSON document (text: a `.lat`'s metadata entry or a `.npy`'s sidecar) as
+    `LatentMeta`; ``format_version`` is the container's, which the document must repeat."""
+    document = _parse_document(text, name)
+    if format_version is None:
+        format_version = _check_format_version(document.get("format_version"), name)
+    if document.get("format") != FORMAT_NAME or document.get("format_version") != format_version:
+        raise LincaeError(f"{name}: corrupt .lat file (format fields disagree)")
+    return meta_from_document(document, name)
+
+
 def _check_format_version(value: object, name: str) -> str:
     match = _VERSION_PATTERN.fullmatch(value) if isinstance(value, str) else None
     if match is None:
@@ -303,95 +277,3 @@ def _parse_document(value: object, name: str) -> dict[str, Any]:
 def _reject_constant(token: str) -> None:
     """JSON's NaN and Infinity extensions are not JSON; the spec forbids them."""
     raise ValueError(f"{token} is not allowed")
-
-
-def _meta_from_document(document: dict[str, Any], name: str) -> LatentMeta:
-    """Build `LatentMeta` from the JSON document, checking every field's type.
-
-    Keys unknown to this version are ignored: minor versions may add them.
-    """
-
-    def get(key: str, kind: str) -> Any:
-        if key not in document:
-            raise LincaeError(f"{name}: corrupt .lat file (metadata lacks {key!r})")
-        value = document[key]
-        ok = {
-            "str": isinstance(value, str),
-            "int": isinstance(value, int) and not isinstance(value, bool),
-            "float": isinstance(value, int | float) and not isinstance(value, bool),
-            "bool": isinstance(value, bool),
-            "dict": isinstance(value, dict),
-            "list": isinstance(value, list),
-            "float|None": value is None
-            or (isinstance(value, int | float) and not isinstance(value, bool)),
-        }[kind]
-        if not ok:
-            raise LincaeError(
-                f"{name}: corrupt .lat file (metadata {key!r} should be {kind}, got {value!r})"
-            )
-        if kind == "float":
-            try:
-                return float(value)
-            except OverflowError:
-                raise LincaeError(
-                    f"{name}: corrupt .lat file (metadata {key!r} too large)"
-                ) from None
-        return value
-
-    provenance = get("provenance", "list")
-    if not all(isinstance(entry, dict) for entry in provenance):
-        raise LincaeError(f"{name}: corrupt .lat file (provenance entries must be objects)")
-    loudness = get("source_loudness_lufs", "float|None")
-    return LatentMeta(
-        model_name=get("model_name", "str"),
-        model_sha256=get("model_sha256", "str"),
-        scale_factor=get("scale_factor", "float"),
-        model_sample_rate=get("model_sample_rate", "int"),
-        source_sample_rate=get("source_sample_rate", "int"),
-        num_samples=get("num_samples", "int"),
-        channels=get("channels", "int"),
-        latent_rate_hz=get("latent_rate_hz", "float"),
-        latent_hop_samples=get("latent_hop_samples", "int"),
-        chunking=get("chunking", "dict"),
-        source_loudness_lufs=None if loudness is None else get("source_loudness_lufs", "float"),
-        loudness_is_estimate=get("loudness_is_estimate", "bool"),
-        provenance=provenance,
-        lincae_version=get("lincae_version", "str"),
-        format_version=get("format_version", "str"),
-    )
-
-
-def _validate_meta(meta: LatentMeta, name: str) -> None:
-    """Value checks (types are checked on parse); raise `LincaeError` naming ``name``."""
-    if not _SHA256_PATTERN.fullmatch(meta.model_sha256):
-        raise LincaeError(f"{name}: model_sha256 must be 64 lowercase hex digits")
-    check_framing(meta.chunking, meta.latent_hop_samples, name)
-    positive_ints = {
-        "model_sample_rate": meta.model_sample_rate,
-        "source_sample_rate": meta.source_sample_rate,
-        "num_samples": meta.num_samples,
-        "channels": meta.channels,
-        "latent_hop_samples": meta.latent_hop_samples,
-    }
-    for key, value in positive_ints.items():
-        if value < 1:
-            raise LincaeError(f"{name}: metadata {key} must be positive, got {value}")
-    ratio = meta.source_sample_rate / meta.model_sample_rate
-    if not 1 / MAX_RATE_RATIO <= ratio <= MAX_RATE_RATIO:
-        raise LincaeError(
-            f"{name}: source_sample_rate {meta.source_sample_rate} Hz is implausible for "
-            f"model_sample_rate {meta.model_sample_rate} Hz (more than {MAX_RATE_RATIO}x apart)"
-        )
-    finite_positive = {"scale_factor": meta.scale_factor, "latent_rate_hz": meta.latent_rate_hz}
-    for key, value in finite_positive.items():
-        if not (math.isfinite(value) and value > 0):
-            raise LincaeError(f"{name}: metadata {key} must be finite and positive, got {value}")
-    expected_rate_hz = meta.model_sample_rate / meta.latent_hop_samples
-    if not math.isclose(meta.latent_rate_hz, expected_rate_hz, rel_tol=1e-6):
-        raise LincaeError(
-            f"{name}: latent_rate_hz {meta.latent_rate_hz} disagrees with model_sample_rate / "
-            f"latent_hop_samples = {expected_rate_hz}"
-        )
-    loudness = meta.source_loudness_lufs
-    if loudness is not None and not math.isfinite(loudness):
-        raise LincaeError(f"{name}: source_loudness_lufs must be finite or null, got {loudness}")

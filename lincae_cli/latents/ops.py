@@ -1,4 +1,4 @@
-"""Arithmetic on latent files: mix, gain, subtract, and the gain/loudness maths behind them.
+"""Arithmetic on latent files: mix, gain, subtract, upmix, and the gain/loudness maths behind them.
 
 The model's latent space is (approximately) linear: decoding ``a * x + b * y`` gives
 ``a * decode(x) + b * decode(y)``. These are pure functions on `LatentFile` objects; nothing
@@ -12,10 +12,11 @@ import math
 import re
 from collections.abc import Sequence
 
-import torch
+import numpy as np
 
 from lincae_cli.errors import LincaeError
-from lincae_cli.latents.framing import FRAMING_KEYS, framing_of
+from lincae_cli.latents import edit
+from lincae_cli.latents.framing import framing_of
 from lincae_cli.latents.latfile import LatentFile, LatentMeta, provenance_entry
 
 # A gain on the command line, as sox's `gain` reads it: a number is decibels ("-6", "+3dB",
@@ -62,6 +63,15 @@ def parse_gain(text: str) -> float:
     if not math.isfinite(gain_linear):
         raise LincaeError(f"gain {text!r} is out of range")
     return gain_linear
+
+
+def parse_gain_db(text: str) -> float:
+    """A gain as `parse_gain` reads it, in decibels (-inf for silence); polarity flips are
+    refused (an envelope scales, it does not invert)."""
+    gain_linear = parse_gain(text)
+    if gain_linear < 0:
+        raise LincaeError(f"gain {text!r}: a negative factor has no level in dB")
+    return linear_to_db(gain_linear)
 
 
 def gain_for_target_lufs(source_lufs: float, target_lufs: float) -> float:
@@ -124,15 +134,21 @@ def mix(
     gains_linear: Sequence[float] | None = None,
     pad: bool = False,
     names: Sequence[str] | None = None,
+    positions: Sequence[int] | None = None,
+    silence: np.ndarray | None = None,
 ) -> LatentFile:
     """Sum ``gains_linear[i] * files[i].latents`` in float32.
 
     Latents are ``[channels, latent_channels, frames]``; all files must be compatible (see
-    `check_compatible`) and have the same frame count unless ``pad`` is true, in which case
-    shorter ones are zero-padded at the end to the longest. ``names`` (file names, for
+    `check_compatible`; mono files among stereo ones are upmixed first, see
+    `upmix_to_stereo`) and have the same frame count unless ``pad`` is true, in which case
+    shorter ones are padded with silence at the end to the longest. ``positions`` (samples
+    at the output's rate, see `edit.place`) start each input there instead of at 0; the
+    output covers them all. ``silence`` (the model's silence latent ``b``) makes the sum
+    exact for an affine encoder: ``Σ gᵢzᵢ + (1 - Σ gᵢ)·b``. ``names`` (file names, for
     messages and provenance) default to ``input 1``, ``input 2``, ...
     """
-    return _weighted_sum(files, gains_linear, pad, names, op="mix")
+    return _weighted_sum(files, gains_linear, pad, names, "mix", positions, silence)
 
 
 def subtract(
@@ -140,18 +156,23 @@ def subtract(
     others: Sequence[LatentFile],
     pad: bool = False,
     names: Sequence[str] | None = None,
+    silence: np.ndarray | None = None,
 ) -> LatentFile:
-    """``mix_file - sum(others)``: `mix` with gains ``[1, -1, -1, ...]``.
+    """``mix_file - sum(others)``: `mix` with gains ``[1, -1, -1, ...]`` (with ``silence``:
+    ``z₁ - z₂ + b`` for one other).
 
     ``names`` covers ``[mix_file, *others]``.
     """
     files = [mix_file, *others]
     gains = [1.0] + [-1.0] * len(others)
-    return _weighted_sum(files, gains, pad, names, op="subtract")
+    return _weighted_sum(files, gains, pad, names, "subtract", None, silence)
 
 
-def gain(file: LatentFile, gain_linear: float) -> LatentFile:
-    """Scale the latents by ``gain_linear``; the loudness estimate moves by ``20*log10|a|``."""
+def gain(file: LatentFile, gain_linear: float, silence: np.ndarray | None = None) -> LatentFile:
+    """Scale the latents by ``gain_linear``; the loudness estimate moves by ``20*log10|a|``.
+
+    With ``silence`` (``b``): ``a·z + (1 - a)·b``, exact for an affine encoder.
+    """
     if not math.isfinite(gain_linear):
         raise LincaeError(f"gain {gain_linear} is not a finite number")
     meta = dataclasses.replace(
@@ -162,7 +183,43 @@ def gain(file: LatentFile, gain_linear: float) -> LatentFile:
         ],
         **_scaled_loudness(file.meta, gain_linear),
     )
-    return LatentFile(latents=file.latents.to(torch.float32) * gain_linear, meta=meta)
+    latents = np.asarray(file.latents, dtype=np.float32) * np.float32(gain_linear)
+    if silence is not None:
+        latents += np.float32(1.0 - gain_linear) * np.asarray(silence, np.float32)[None, :, None]
+    return LatentFile(latents=latents, meta=meta)
+
+
+def upmix_to_stereo(file: LatentFile) -> LatentFile:
+    """A mono file as stereo: its one latent channel on both sides, ``[2, latent_channels,
+    frames]``.
+
+    Exact, since every audio channel is encoded on its own: decoding gives the mono audio on
+    both channels. Provenance gains an ``upmix`` entry (``channels_from`` 1, ``channels_to``
+    2); the loudness rises by ``10*log10(2)`` LU (BS.1770 sums the powers of L and R, both
+    weighted 1).
+    """
+    if file.channels != 1:
+        raise LincaeError(f"only mono latents can be upmixed, not {file.channels} channels")
+    loudness = file.meta.source_loudness_lufs
+    meta = dataclasses.replace(
+        file.meta,
+        channels=2,
+        source_loudness_lufs=None if loudness is None else loudness + 10 * math.log10(2),
+        provenance=[
+            *file.meta.provenance,
+            provenance_entry("upmix", channels_from=1, channels_to=2),
+        ],
+    )
+    latents = np.repeat(np.asarray(file.latents, dtype=np.float32), 2, axis=0)
+    return LatentFile(latents=latents, meta=meta)
+
+
+def _upmix_mono_among_stereo(files: Sequence[LatentFile]) -> list[LatentFile]:
+    """``files`` with the mono ones upmixed when the others are stereo (any other mixture of
+    channel counts is left for `check_compatible` to refuse)."""
+    if {file.channels for file in files} != {1, 2}:
+        return list(files)
+    return [upmix_to_stereo(file) if file.channels == 1 else file for file in files]
 
 
 def _weighted_sum(
@@ -171,61 +228,39 @@ def _weighted_sum(
     pad: bool,
     names: Sequence[str] | None,
     op: str,
+    positions: Sequence[int] | None = None,
+    silence: np.ndarray | None = None,
 ) -> LatentFile:
     if not files:
         raise LincaeError(f"{op} needs at least one latent file")
     names = list(names) if names is not None else [f"input {i + 1}" for i in range(len(files))]
     gains = [1.0] * len(files) if gains_linear is None else [float(g) for g in gains_linear]
-    if len(names) != len(files) or len(gains) != len(files):
+    starts = [0] * len(files) if positions is None else [int(p) for p in positions]
+    if not len(names) == len(gains) == len(starts) == len(files):
         raise ValueError(f"{len(files)} files but {len(gains)} gains and {len(names)} names")
     for value in gains:
         if not math.isfinite(value):
             raise LincaeError(f"gain {value} is not a finite number")
+    if any(start < 0 for start in starts):
+        raise LincaeError(f"{op}: positions must be 0 or later")
+    files = _upmix_mono_among_stereo(files)
     for file, name in zip(files[1:], names[1:], strict=True):
         check_compatible(files[0], file, names[0], name)
 
     frames = [file.frames for file in files]
-    if len(set(frames)) > 1 and not pad:
+    if len(set(frames)) > 1 and not pad and positions is None:
         listing = ", ".join(f"{name}: {count}" for name, count in zip(names, frames, strict=True))
         raise LincaeError(
             f"cannot {op} latent files of different lengths ({listing} frames); "
             "pad the shorter ones with silence to allow it"
         )
-    first = files[0]
-    total = torch.zeros(first.channels, first.latent_channels, max(frames), dtype=torch.float32)
-    for file, value in zip(files, gains, strict=True):
-        total[..., : file.frames] += value * file.latents.to(torch.float32)
-
-    source_sample_rate, num_samples = _combined_length(files)
-    inputs = [
-        {"name": name, "gain_linear": value, "provenance": file.meta.provenance}
-        for file, name, value in zip(files, names, gains, strict=True)
+    placed = [
+        edit.Placed(file, name, position=start, gain=value)
+        for file, name, start, value in zip(files, names, starts, gains, strict=True)
     ]
-    # Differently chunked inputs leave no single chunking to report, but the same framing.
-    chunking = first.meta.chunking
-    if chunking_differs(files):
-        chunking = {key: chunking[key] for key in FRAMING_KEYS if key in chunking}
-    meta = dataclasses.replace(
-        first.meta,
-        source_sample_rate=source_sample_rate,
-        num_samples=num_samples,
-        chunking=chunking,
-        provenance=[provenance_entry(op, inputs=inputs, pad=pad)],
-        **_mixed_loudness(files, gains),
-    )
-    return LatentFile(latents=total, meta=meta)
-
-
-def _combined_length(files: Sequence[LatentFile]) -> tuple[int, int]:
-    """(source_sample_rate, num_samples) of a sum: the longest input.
-
-    Inputs at different source rates are measured at the model rate instead, the only rate
-    they share, rounded as the encoder rounds (so the frame count still follows the length).
-    """
-    rates = {file.meta.source_sample_rate for file in files}
-    if len(rates) == 1:
-        return rates.pop(), max(file.meta.num_samples for file in files)
-    return files[0].meta.model_sample_rate, max(file.meta.model_rate_samples for file in files)
+    result = edit.place(placed, op, silence=silence, extra={"pad": pad})
+    meta = dataclasses.replace(result.meta, **_mixed_loudness(files, gains))
+    return LatentFile(latents=result.latents, meta=meta)
 
 
 def _scaled_loudness(meta: LatentMeta, gain_linear: float) -> dict[str, object]:

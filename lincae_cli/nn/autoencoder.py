@@ -28,6 +28,7 @@ def karras_sigma(index: int, count: int, config: ModelConfig) -> float:
 
 
 # Precision names and the autocast dtype each runs (None: plain fp32).
+SILENCE_FRAMES = 108  # latent frames of silence `silence_latent` encodes (10 s at 44.1 kHz)
 PRECISION_DTYPES: dict[str, torch.dtype | None] = {
     "fp32": None,
     "bf16": torch.bfloat16,
@@ -76,6 +77,13 @@ class ConsistencyAutoencoder(nn.Module):
         self.unet = Generator(config)
         self.precision: torch.dtype | None = None
         self.channels_last = False
+        # The affine term b (see `silence_latent`) and whether latent operations should
+        # correct for it by default; model files record both (hub/store.py).
+        self.silence_latent_values: list[float] | None = None
+        self.affine_default = False
+        # Whether decoding brings the output to the loudness a .lat records, unless told
+        # otherwise: measured per model by `lincae eval` (hub/store.py, docs/metrics.md).
+        self.restore_loudness = False
 
     @property
     def device(self) -> torch.device:
@@ -132,6 +140,27 @@ class ConsistencyAutoencoder(nn.Module):
         """
         rep = self.frontend.to_representation(audio)
         return self.encode_representation(rep, valid) * self.config.scale_factor
+
+    def silence_latent(self, frames: int = SILENCE_FRAMES) -> torch.Tensor:
+        """``b = Enc(silence)``: the scaled latent frame `[C]` of digital silence, the constant
+        term of an encoder that is at best affine, ``Enc(x) = L·x + b``.
+
+        Normalisation over time makes the frames of a silence differ near its ends; ``b`` is
+        the middle frame of ``frames`` frames of zeros (the default: a 10-s window, as the
+        engine encodes), in fp32. Kept in `silence_latent_values` once computed or read from
+        a model file (hub/silence.py caches it per model).
+        """
+        if self.silence_latent_values is None:
+            samples = (frames * self.config.frames_per_latent - 1) * self.config.hop
+            zeros = torch.zeros(1, samples + self.config.n_fft, device=self.device)
+            precision, self.precision = self.precision, None  # fp32, whatever encodes run at
+            try:
+                with torch.inference_mode():
+                    frame = self.encode(zeros)[0, :, frames // 2]
+            finally:
+                self.precision = precision
+            self.silence_latent_values = [float(value) for value in frame.cpu()]
+        return torch.tensor(self.silence_latent_values, dtype=torch.float32)
 
     # -- decoding ---------------------------------------------------------------------------
 
