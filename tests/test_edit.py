@@ -327,3 +327,39 @@ def test_edit_errors_are_one_line(tmp_path: Path, embedded) -> None:
         error = done.stderr.decode()
         assert done.returncode in (1, 2) and words in error and error.count("\n") == 1, error
         assert not (tmp_path / "x.lat").exists()
+
+
+def test_affine_gain_mix_subtract_envelope_and_at_through_the_cli(tmp_path: Path) -> None:
+    """The commands' --affine, --envelope and --at compute exactly the library's latents."""
+    b = np.linspace(-0.5, 0.5, 8, dtype=np.float32)
+    a_lat = framed(20, seed=1, silence_latent=b.tolist())
+    b_lat = framed(20, seed=2, silence_latent=b.tolist())
+    pa, pb = tmp_path / "a.lat", tmp_path / "b.lat"
+    write_lat(pa, a_lat, dtype="float32")
+    write_lat(pb, b_lat, dtype="float32")
+
+    def run(*args: str) -> tuple[LatentFile, str]:
+        out = tmp_path / "out.lat"
+        done = run_lincae([*args, "-o", str(out), "--dtype", "float32", "-f"])
+        assert done.returncode == 0, done.stderr.decode()
+        return read_lat(out), done.stderr.decode()
+
+    a, z2 = read_lat(pa).latents, read_lat(pb).latents
+    column = b[None, :, None]
+    gained, _ = run("gain", str(pa), "x0.5", "--affine")
+    np.testing.assert_allclose(gained.latents, 0.5 * a + 0.5 * column, atol=1e-6)
+    difference, _ = run("subtract", str(pa), str(pb), "--affine")
+    np.testing.assert_allclose(difference.latents, a - z2 + column, atol=1e-6)
+    summed, _ = run("mix", str(pa), str(pb), "--gains", "x1,x1", "--affine")
+    np.testing.assert_allclose(summed.latents, a + z2 - column, atol=1e-6)
+    plain, _ = run("mix", str(pa), str(pb))
+    assert np.array_equal(plain.latents, a + z2)
+
+    enveloped, _ = run("gain", str(pa), "--envelope", "0:0dB,2:-12dB,4:0dB")
+    expected = edit.envelope(read_lat(pa), [(0.0, 0.0), (2.0, -12.0), (4.0, 0.0)])
+    np.testing.assert_allclose(enveloped.latents, expected.latents, atol=1e-6)
+
+    placed, warning = run("mix", str(pa), str(pb), "--at", f"0,{5 * H / 44100 + 0.01}")
+    assert placed.frames == 25 and "nearest" in warning
+    np.testing.assert_allclose(placed.latents[..., 5:20], a[..., 5:20] + z2[..., :15], atol=1e-6)
+    assert [i["position_samples"] for i in placed.meta.provenance[0]["inputs"]] == [0, 5 * H]

@@ -164,6 +164,10 @@ def place(
         source_sample_rate=layout.rate,
         offset_samples=layout.offset,
         num_samples=layout.num_samples,
+        # Not the first input's: a joined or summed file's loudness is unknown (decoding would
+        # restore it; mix, which knows the case of one audible input, sets its own).
+        source_loudness_lufs=None,
+        loudness_is_estimate=False,
     )
     frames = _frame_count(out_meta, layout.offset, layout.num_samples)
     total = np.zeros((inputs[0].file.channels, inputs[0].file.latent_channels, frames), np.float32)
