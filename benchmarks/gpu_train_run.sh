@@ -10,11 +10,11 @@
 #   RESULTS_DIR/lincae-gpu.metrics.jsonl, m2l-gpu.metrics.jsonl training and validation records
 #   RESULTS_DIR/lincae-gpu.log, m2l-gpu.log                     the trainers' output
 #   RESULTS_DIR/run.log          machine, pack check, measured speed, the plan, timings, hashes
-#   RESULTS_DIR/gpu-checks.log   the GPU tests and benchmark of the speed issue, when present
+#   RESULTS_DIR/gpu-checks.log   benchmarks/gpu_checks.sh's files (GPU tests, bench_gpu.py), joined
 #
 # --pack: the pack (default .gpu/pack, from `python -m lincae_training.recipes.pack --output
 # .gpu/pack`); wheels for missing packages are taken from .gpu/wheels. --work: scratch space
-# (default /tmp/lincae-gpu). --budget: seconds from start to the end of everything (default 540,
+# (default $TMPDIR/lincae-gpu). --budget: seconds from start to the end of everything (default 540,
 # the 9 minutes of a loan's one command). --scale tiny runs every step on the CPU in seconds
 # (tiny preset, a few steps): the test suite's dry run.
 set -uo pipefail
@@ -22,7 +22,7 @@ start=$(date +%s)
 root=$(cd "$(dirname "$0")/.." && pwd)
 results=${1:?usage: gpu_train_run.sh RESULTS_DIR [--scale full|tiny] [--pack DIR] [--work DIR]}
 shift
-scale=full pack=$root/.gpu/pack work=/tmp/lincae-gpu budget=540
+scale=full pack=$root/.gpu/pack work=${TMPDIR:-/tmp}/lincae-gpu budget=540
 while (($#)); do
   case $1 in
     --scale) scale=$2 ;;
@@ -64,12 +64,13 @@ if ! "$py" -c "import soundfile, soxr, pyloudnorm" 2>/dev/null; then
   export PYTHONPATH=$work/site${PYTHONPATH:+:$PYTHONPATH}
   say "installed ${#wheels[@]} wheels"
 fi
-# This tree's code, whatever is installed: lincae_cli from the root, lincae_training (the
-# training/ folder) through a link, as pyproject.toml's package-dir maps it.
-mkdir -p "$work/src" && ln -sfn "$root/training" "$work/src/lincae_training"
+# This tree's code, whatever is installed: lincae_cli from the root, lincae_training and
+# lincae_weights (training/, weights/) through links, as pyproject.toml's package-dir maps them.
+mkdir -p "$work/src" && ln -sfn "$root/training" "$work/src/lincae_training" &&
+  ln -sfn "$root/weights" "$work/src/lincae_weights"
 export PYTHONPATH=$root:$work/src${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1 LINCAE_CACHE=$work/cache
-lincae=("$py" -c 'import sys; from lincae_cli.cli.app import main; sys.exit(main())')
+lincae=("$py" -m lincae_cli.cli.app)
 "$py" - >>"$log" 2>&1 <<'EOF' || die "python or torch unusable (see run.log)"
 import platform, torch
 cuda = torch.cuda.is_available()
@@ -127,11 +128,12 @@ total = max(1, int(train_seconds / slowest))
 if scale == "tiny":
     total = 4
 checkpoint = max(1, round(60 / slowest)) if scale == "full" else 2
+validate = max(1, total // 4) if scale == "full" else total
 speeds = ", ".join(f"{m} {s:.3f} s/step" for m, s in per_step.items())
 print(f"PLAN='{speeds} side by side; startup {startup:.0f} s; {train_seconds:.0f} s to train: "
       f"{total} steps, a checkpoint every {checkpoint}'")
 print(f"total={total} checkpoint={checkpoint} warmup={max(1, total // 20)} "
-      f"validate={max(1, total // 4)} log_every={max(1, total // 100)}")
+      f"validate={validate} log_every={max(1, total // 100)}")
 EOF
 ) || die "no plan from the timing steps (see $work/probe)"
 eval "$plan"
@@ -150,7 +152,9 @@ for model in "${models[@]}"; do
 done
 for i in "${!models[@]}"; do
   wait "${pids[$i]}"
-  say "${models[$i]}: exit $? ($(grep -E "^(stopped|interrupted) at step" "$work/runs/${models[$i]}.log" | tail -n 1))"
+  status=$?  # 124: stopped by the deadline
+  ended=$(grep -E "^(stopped|interrupted) at step" "$work/runs/${models[$i]}.log" | tail -n 1)
+  say "${models[$i]}: exit $status (${ended:-no end line})"
 done
 
 # -- export (a run cut off at the deadline has only its checkpoint) and results -------------------
@@ -170,25 +174,23 @@ for model in "${models[@]}"; do
   fi
 done
 
-# -- the speed/GPU-readiness issue's checks, a minute at most (full scale only) -------------------
+# -- the speed/GPU-readiness issue's checks, a minute at most (full scale) ------------------------
+# benchmarks/gpu_checks.sh runs `pytest -m gpu tests/test_gpu.py` and benchmarks/bench_gpu.py;
+# its files are joined into one here, to stay within 8 result files.
 checks=$results/gpu-checks.log
+seconds=$(($(left) - 5 < 60 ? $(left) - 5 : 60))
 if [[ $scale != full ]]; then
-  echo "skipped at --scale $scale" >"$checks"
-elif (($(left) < 15)); then
-  echo "skipped: $(left) s left" >"$checks"
+  echo "skipped at --scale $scale (on a CPU the GPU checks only say there is no GPU)" >"$checks"
+elif [[ ! -f $root/benchmarks/gpu_checks.sh ]]; then
+  echo "no benchmarks/gpu_checks.sh in this tree" >"$checks"
+elif ((seconds < 15)); then
+  echo "skipped: ${seconds} s left" >"$checks"
 else
-  # HOOK: `-m gpu` tests and benchmarks/bench_gpu.py come with another issue; they run here
-  # when this tree has them.
-  : >"$checks"
-  if [[ -f $root/benchmarks/bench_gpu.py ]]; then
-    timeout $(($(left) / 2)) "$py" "$root/benchmarks/bench_gpu.py" >>"$checks" 2>&1
-    echo "benchmarks/bench_gpu.py: exit $?" >>"$checks"
-  fi
-  if grep -qE '^ *"gpu[:"]' "$root/pyproject.toml"; then
-    (cd "$root" && timeout $(($(left) - 5)) "$py" -m pytest -q -m gpu -p no:cacheprovider tests) \
-      >>"$checks" 2>&1
-    echo "pytest -m gpu: exit $?" >>"$checks"
-  fi
-  [[ -s $checks ]] || echo "hook: no -m gpu tests and no benchmarks/bench_gpu.py in this tree" >"$checks"
+  rm -rf "$work/checks"
+  bash "$root/benchmarks/gpu_checks.sh" "$work/checks" --budget "$seconds" >/dev/null 2>&1
+  say "gpu_checks.sh: exit $? in $seconds s at most"
+  for file in "$work"/checks/*; do
+    [[ -f $file ]] && printf '==> %s <==\n%s\n' "${file##*/}" "$(cat "$file")"
+  done >"$checks"
 fi
 say "done: $(ls "$results" | tr '\n' ' ')"

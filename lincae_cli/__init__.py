@@ -90,17 +90,20 @@ def decode_latents(
     sample_rate: int | None = None,
     seed: int = 0,
     chunk_seconds: float | None = None,
+    restore_loudness: bool | None = None,
 ) -> tuple[np.ndarray, int]:
     """Decode a `LatentFile` into (float32 audio ``[channels, samples]``, sample rate).
 
     The audio has the original length and, unless ``sample_rate`` is given, the original
-    rate. The same ``seed`` gives the same audio.
+    rate. The same ``seed`` gives the same audio. ``restore_loudness``: bring it to the
+    loudness ``lat`` records (None: the model's default, as ``lincae decode``).
     """
     from lincae_cli.audio.sink import OutputOptions
     from lincae_cli.engine.inference import decode_to_array
 
     engine = _engine(model, chunk_seconds, seed=seed)
-    return decode_to_array(engine, lat, OutputOptions(sample_rate=sample_rate))
+    options = OutputOptions(sample_rate=sample_rate, restore_loudness=restore_loudness)
+    return decode_to_array(engine, lat, options)
 
 
 def _engine(model: ConsistencyAutoencoder, chunk_seconds: float | None, seed: int = 0) -> Any:

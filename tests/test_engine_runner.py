@@ -48,6 +48,7 @@ class AlignmentModel:
         self.encoded_windows = 0
         self.silence_latent_values = [0.0] * self.config.latent_channels  # encode(0) is 0
         self.affine_default = False
+        self.restore_loudness = False
 
     def encode(self, audio: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         config = self.config

@@ -23,6 +23,7 @@ from lincae_cli.eval.datasets import (
     select_segments,
     spread_order,
 )
+from lincae_cli.eval.level import LEVEL_GAINS, RESTORED_PREFIX
 from lincae_cli.eval.linearity import evaluate
 from lincae_cli.eval.metrics import MSS_FLOOR, matched_ratio, snr_db
 from lincae_cli.eval.references import REFERENCE_KEYS, add_white_noise, lowpass
@@ -400,14 +401,24 @@ def test_eval_cli_with_a_tiny_model(tmp_path: Path) -> None:
         for key in keys
         if "homogeneity" in key or "additivity" in key or "separation" in key
     }
+    level = {
+        f"level_recon_{kind}_db{worst}" for kind in ("rms", "loudness") for worst in ("", "_worst")
+    }
+    level |= {f"level_gain_db_a{gain:g}" for gain in LEVEL_GAINS}
+    level |= {"level_mix_db_pairs", "level_mix_db_stems"}
+    keys |= level | {RESTORED_PREFIX + key for key in (*level, "recon_mss", "recon_snr_db")}
     assert set(result["metrics"]) == keys
-    assert all(isinstance(value, float) for value in result["metrics"].values())
+    # 0.3-s segments are too short for a BS.1770 loudness: those values are null.
+    measured = {key: value for key, value in result["metrics"].items() if "loudness" not in key}
+    assert all(isinstance(value, float) for value in measured.values())
     # The affine scores are measured with the model's silence latent, and the default the
     # measurement favours is reported beside the model's own (false: not recorded as true).
     metrics = result["metrics"]
     assert metrics["affine_enc_additivity_rel_l2_stems"] != metrics["enc_additivity_rel_l2_stems"]
     assert result["affine_default"] is False
     assert isinstance(result["affine_recommended"], bool)
+    assert result["restore_loudness_default"] is False
+    assert result["restore_loudness_recommended"] in (True, False, None)
     if plot_args:
         label = plots.file_label(str(model_path))
         written = {path.name for path in (tmp_path / "plots").iterdir()}

@@ -162,9 +162,15 @@ def spec_read(data: bytes) -> tuple[np.ndarray, dict]:
     chunking = document["chunking"]
     if "stft_hop" in chunking:  # the reference framing: whole STFT frames, 2^d per frame
         stft_hop, n_fft = chunking["stft_hop"], chunking["n_fft"]
+        rounding = chunking.get("latent_frame_rounding", "ceil")
         check(chunking.get("stft_start_sample") == 0 and hop % stft_hop == 0, "framing")
+        check(rounding in ("ceil", "floor"), "latent_frame_rounding")
         stft_frames = max(1, (length - n_fft) // stft_hop + 1)
-        check(shape[2] == math.ceil(stft_frames / (hop // stft_hop)), "frame-count rule")
+        per_latent = hop // stft_hop
+        if rounding == "floor":  # music2latent's crop to whole latent frames
+            check(shape[2] == max(1, stft_frames // per_latent), "frame-count rule")
+        else:
+            check(shape[2] == math.ceil(stft_frames / per_latent), "frame-count rule")
     else:  # files from before it
         check(shape[2] == math.ceil(length / hop), "frames break the frame-count rule")
     return latents, document
@@ -209,6 +215,9 @@ def files_lincae_writes() -> dict[str, bytes]:
     other_rate = synthetic(1, source_rate=22050, seed=4)
     framing = {"stft_start_sample": 0, "stft_hop": 512, "n_fft": 2048}
     framed = synthetic(7, seed=5, chunking=framing)
+    # music2latent's rounding: 7 whole latent frames need 56 STFT frames, 30208 samples.
+    floor = {**framing, "latent_frame_rounding": "floor"}
+    cropped = synthetic(7, seed=6, chunking=floor, num_samples=7 * 4096 + 2048 - 512)
     return {
         "stereo.lat": written(stereo),
         "stereo32.lat": written(stereo, "float32"),
@@ -223,6 +232,8 @@ def files_lincae_writes() -> dict[str, bytes]:
         "concat.lat": written(edit.concat([framed, framed], ["a", "b"], crossfade=0.1)),
         "fade.lat": written(edit.fade(edit.trim(framed, 10, 8000), 0.05, 0.05, "cosine")),
         "subtract-rates.lat": written(subtract(other_rate, [odd], pad=True)),
+        "floor.lat": written(cropped),
+        "floor-trim.lat": written(edit.trim(cropped, 100, 4 * 4096 + 5000)),
     }
 
 
@@ -298,6 +309,9 @@ def set_(key, value):
     return lambda d: d.update({key: value})
 
 
+_FRAMING = {"stft_start_sample": 0, "stft_hop": 512, "n_fft": 2048}
+
+
 BROKEN = {
     "80 s over 8 s": {"edit_document": lambda d: d.update(num_samples=d["num_samples"] * 10)},
     "one sample too long": {"edit_document": lambda d: d.update(num_samples=d["num_samples"] + 2)},
@@ -318,6 +332,13 @@ BROKEN = {
     "negative offset": {"edit_document": set_("offset_samples", -1)},
     "offset past the frames": {"edit_document": set_("offset_samples", 4096)},
     "silence latent length": {"edit_document": set_("silence_latent", [0.5] * 3)},
+    "unknown rounding": {
+        "edit_document": set_("chunking", {**_FRAMING, "latent_frame_rounding": "round"})
+    },
+    # 7 frames of 28672 samples: 53 STFT frames, ceil(53/8) = 7 but floor(53/8) = 6.
+    "floor count": {
+        "edit_document": set_("chunking", {**_FRAMING, "latent_frame_rounding": "floor"})
+    },
     "silence latent text": {"edit_document": set_("silence_latent", ["a"] * 8)},
     "major 2": {"edit_header": lambda h: h["__metadata__"].update(format_version="2.0")},
     "not ours": {"edit_header": lambda h: h.pop("__metadata__")},

@@ -188,12 +188,21 @@ def test_gain_updates_loudness_estimate():
     assert gain(make_lat(loudness=None), 2.0).meta.source_loudness_lufs is None
 
 
-def test_mix_loudness_unknown_unless_single_input():
-    a, b = make_lat(seed=1), make_lat(seed=2)
-    assert mix([a, b]).meta.source_loudness_lufs is None
+def test_mix_loudness_is_a_power_sum_where_one_holds():
+    a, b = make_lat(seed=1), make_lat(seed=2, loudness=-20.0 - 20 * math.log10(2.0))
+    both = mix([a, b], [1.0, 2.0])  # uncorrelated inputs add their powers: -20 and -20 LUFS
+    assert both.meta.source_loudness_lufs == pytest.approx(-20.0 + 10 * math.log10(2.0))
+    assert both.meta.loudness_is_estimate is True
     solo = mix([a, b], [2.0, 0.0])
     assert solo.meta.source_loudness_lufs == pytest.approx(-20.0 + 20 * math.log10(2.0))
     assert solo.meta.loudness_is_estimate is True
+    # A difference can cancel; an input of unknown loudness, or inputs that do not start and
+    # end together, leave nothing to estimate from.
+    assert subtract(a, [b]).meta.source_loudness_lufs is None
+    assert mix([a, b], [1.0, -1.0]).meta.source_loudness_lufs is None
+    assert mix([a, make_lat(seed=3, loudness=None)]).meta.source_loudness_lufs is None
+    shorter = make_lat(frames=4, seed=3)
+    assert mix([a, shorter], pad=True).meta.source_loudness_lufs is None
 
 
 def test_provenance_recorded():

@@ -204,3 +204,110 @@ def test_lincae_encode_gives_linear_cae_latents(tmp_path: Path) -> None:
         theirs = ref.encode(torch.from_numpy(audio))
     assert ours_latents.shape == theirs.shape  # the same frame count
     assert _relative_error(ours_latents, theirs) <= 1e-4
+
+
+def _m2l_reference_encode(
+    monkeypatch: pytest.MonkeyPatch, ref: torch.nn.Module, audio: np.ndarray
+) -> np.ndarray:
+    """music2latent's own inference (`encode_audio_inference`, its crop included) with the
+    reduced model: its module-level hop patched to the reduced one."""
+    import types
+
+    import music2latent.audio
+    import music2latent.inference
+
+    hop = reference.REDUCED_FRONTEND["hop_size"]
+    monkeypatch.setattr(music2latent.inference, "hop", hop)
+    monkeypatch.setattr(music2latent.audio, "hop", hop)
+    trainer = types.SimpleNamespace(gen=ref)
+    with torch.inference_mode():
+        latents = music2latent.inference.encode_audio_inference(
+            audio, trainer, 44100 * 60, 1, device="cpu"
+        )
+    return latents.numpy()
+
+
+def test_lincae_encode_gives_music2latent_latents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """music2latent crops to whole latent frames (floor) where linear-cae pads (ceil): a clip
+    whose STFT frames are not a multiple of 2^d gives music2latent's frames, not one more."""
+    pytest.importorskip("music2latent")
+    from lincae_cli.hub.convert import MUSIC2LATENT_SCALE, convert_music2latent
+
+    ref, files = reference.build_music2latent(tmp_path / "download", reduced=True)
+    reduced = ModelConfig.from_published(
+        reference.REDUCED_FRONTEND, reference.REDUCED_GENERATOR, None, MUSIC2LATENT_SCALE, True
+    )
+    ours = convert_music2latent(files, tmp_path / "ours.safetensors", "m", config=reduced)
+    audio = tone(1.3, channels=2, seed=9)  # within one chunk
+    hop, n_fft, per_latent = reduced.hop, reduced.n_fft, reduced.frames_per_latent
+    stft_frames = (audio.shape[-1] - n_fft) // hop + 1
+    assert stft_frames % per_latent != 0  # where the two roundings differ
+    soundfile.write(tmp_path / "clip.wav", audio.T, 44100, subtype="FLOAT")
+    args = ["--model", str(ours), "--precision", "fp32", "-q"]
+    done = run_lincae(["encode", str(tmp_path / "clip.wav"), *args, "--dtype", "float32"])
+    assert done.returncode == 0, done.stderr.decode()
+    lat = read_lat(tmp_path / "clip.lat")
+    theirs = _m2l_reference_encode(monkeypatch, ref, audio)
+    assert lat.latents.shape == theirs.shape == (2, reduced.latent_channels, 55)
+    assert _relative_error(lat.latents, theirs) <= 1e-4
+    assert lat.meta.chunking["latent_frame_rounding"] == "floor"
+    # Decoding gives the file's exact length; what was not encoded decodes to silence.
+    done = run_lincae(["decode", str(tmp_path / "clip.lat"), *args, "-o", str(tmp_path / "y.wav")])
+    assert done.returncode == 0, done.stderr.decode()
+    decoded, rate = soundfile.read(tmp_path / "y.wav", always_2d=True)
+    encoded_samples = (stft_frames // per_latent * per_latent - 1) * hop + n_fft
+    assert rate == 44100 and decoded.shape == (audio.shape[-1], 2)
+    assert decoded[:encoded_samples].any() and not decoded[encoded_samples:].any()
+
+
+def test_the_frame_rule_of_a_floor_model_is_one_rule() -> None:
+    """latents/framing.py, the model's `latent_frames`, its `encode` and the engine agree."""
+    from lincae_cli.latents.framing import expected_frames, latent_frames_for_samples
+
+    model = make_tiny_model(0)
+    model.config = model.config.replace(latent_frame_rounding="floor")
+    config = model.config
+    hop, n_fft, per_latent = config.hop, config.n_fft, config.frames_per_latent
+    engine = _engine(model.optimize_for_inference("fp32"), chunk_seconds=1.0)
+    chunking = engine.framing.stft_metadata
+    assert chunking["latent_frame_rounding"] == "floor"
+    for stft_frames in (1, per_latent - 1, per_latent, 5 * per_latent + 3, 30 * per_latent + 7):
+        samples = (stft_frames - 1) * hop + n_fft + 11
+        frames = max(1, stft_frames // per_latent)
+        assert latent_frames_for_samples(samples, hop, n_fft, per_latent, "floor") == frames
+        assert expected_frames(chunking, samples, config.latent_hop_samples) == frames
+        assert model.latent_frames(samples) == engine.framing.latent_frames(samples) == frames
+        audio = tone(samples / 44100, seed=stft_frames)[:, :samples]
+        with torch.inference_mode():
+            assert model.encode(torch.from_numpy(audio)).shape[-1] == frames
+        lat = encode_array(engine, audio, 44100, "x")  # 30·2^d + 7: three chunks
+        assert lat.frames == frames
+
+
+def test_a_music2latent_model_converted_before_the_rounding_key_still_crops(
+    tmp_path: Path,
+) -> None:
+    """Conversions cached before `latent_frame_rounding` existed record no such key; they are
+    read with music2latent's rule instead of being converted again."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from lincae_cli.hub.store import save_model
+
+    model = make_tiny_model(0)
+    provenance = {"converted_from": "music2latent", "files": ["music2latent.pt"]}
+    path = save_model(model, tmp_path / "m.safetensors", "music2latent", provenance)
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = dict(handle.metadata())
+        state = {key: handle.get_tensor(key) for key in handle.keys()}
+    config = json.loads(metadata["config"])
+    del config["latent_frame_rounding"]
+    save_file(state, str(path), metadata={**metadata, "config": json.dumps(config)})
+    assert load_model(path).config.latent_frame_rounding == "floor"
+    provenance["converted_from"] = "linear-cae"
+    save_model(model, path, "lin-cae", provenance)
+    assert load_model(path).config.latent_frame_rounding == "ceil"

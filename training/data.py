@@ -233,7 +233,8 @@ class DeviceCropSampler:
         self.crop_samples = sampler.crop_samples
         self.rms_threshold = sampler.rms_threshold
         self.seed = sampler.seed
-        self.audio = torch.from_numpy(np.ascontiguousarray(store.audio)).to(self.device)
+        # A copy: the store is a read-only memory map (torch wants writable arrays).
+        self.audio = torch.from_numpy(np.array(store.audio)).to(self.device)
         offsets = torch.from_numpy(np.asarray(store.offsets, dtype=np.int64))
         self.clip_starts = offsets[:-1].to(self.device)
         lengths = offsets[1:] - offsets[:-1]

@@ -145,7 +145,7 @@ def draw_step_inputs(
     gen = step_generator(cfg.train.seed, step, rank, 1)
     mix_weights = None
     targets = audio
-    # The small draws come from `gen` on the CPU wherever `audio` is (a GPU with data.on_device).
+    # The small draws come from `gen` on the CPU wherever `audio` is (on a GPU too).
     if cfg.augment.additivity:
         mix_weights = augment.sample_mix_weights(audio.shape[0], cfg.augment, gen)
         w = mix_weights[:, None].to(audio.device)

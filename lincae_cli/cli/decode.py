@@ -22,8 +22,9 @@ its format follows the file name's extension (.wav, .flac, .ogg, .opus, ...; .op
 at 48 kHz unless the rate is one Opus takes). Decoding is stochastic but seeded: the same \
 file and --seed give the same audio.
 
-A .npy without its sidecar (bare latents [channels, 64, frames], e.g. from another tool) \
-needs --model and --sample-rate (the rate of its audio); its length is the span of its frames.
+A .npy without its sidecar (bare latents shaped (channels, 64, frames), e.g. from another \
+tool) needs --model and --sample-rate (the rate of its audio); its length is the span of its \
+frames.
 
 Examples:
 

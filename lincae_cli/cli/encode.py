@@ -21,9 +21,9 @@ Any format libsndfile reads (WAV, FLAC, OGG, AIFF, MP3, ...), at any sample rate
 resampled to the model's rate and every channel gets its own latents. The original rate, \
 length, channel count and loudness are recorded so `lincae decode` can restore them.
 
-An output named *.npy (or --format npy) is the latents as a NumPy array [channels, 64, \
-frames] beside a .json sidecar holding the metadata, for tools that read arrays \
-(stable-audio-tools' pre-encoded latents); lincae reads the pair back losslessly. \
+An output named *.npy (or --format npy) is the latents as a NumPy array of shape \
+(channels, 64, frames) beside a .json sidecar holding the metadata, for tools that read \
+arrays (stable-audio-tools' pre-encoded latents); lincae reads the pair back losslessly. \
 Without --model: the model in the LINCAE_MODEL environment variable, else lincae-small.
 
 Examples:

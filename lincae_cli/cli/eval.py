@@ -73,7 +73,7 @@ def eval_command(
             min=1,
             metavar="N",
             help="At most this many clip segments, and this many song segments. Cost: about "
-            "17 decodes per song segment, 8 per clip.",
+            "26 decodes per song segment, 12 per clip.",
         ),
     ] = 20,
     batch_size: Annotated[

@@ -144,7 +144,8 @@ GAIN_HELP = """Scale a latent file by GAIN in decibels, as sox's gain: -6 (or -6
 
 With --lufs TARGET the gain is the one that brings the source's integrated loudness \
 (measured when it was encoded) to TARGET LUFS, computed without decoding; the new loudness is \
-recorded as an estimate.
+recorded as an estimate. Decoding lands on the recorded loudness where the model restores it \
+(--restore-loudness; `lincae info` says whether it does by default).
 
 Examples:
 

@@ -90,7 +90,8 @@ BatchSizeOption = Annotated[
         min=1,
         metavar="N",
         help="Chunks per forward pass, taken from as many files as needed. "
-        "Default: 1 on CPU (a chunk already uses every core), 8 on GPU.",
+        "Default: 1 on CPU (a chunk already uses every core); on a CUDA GPU as many as fit "
+        "in half its free memory, at most 16.",
         show_default=False,
     ),
 ]
@@ -108,7 +109,8 @@ PrecisionOption = Annotated[
     typer.Option(
         "--precision",
         metavar="PRECISION",
-        help="auto, fp32, bf16 or fp16. auto uses bf16 where the hardware runs it natively.",
+        help="auto, fp32, bf16 or fp16. auto uses bf16 where the hardware runs it natively, "
+        "fp16 on CUDA GPUs without it, else fp32.",
     ),
 ]
 SeedOption = Annotated[

@@ -3,7 +3,8 @@
 Time is counted in latent frames. Frame ``k`` is computed from the STFT frames ``[k·2^d,
 (k+1)·2^d)`` of the model-rate audio, STFT frame ``i`` covering samples ``[i·hop, i·hop +
 n_fft)``, as in the reference packages: a file of ``N`` samples has ``ceil(F / 2^d)`` latent
-frames, ``F = (N - n_fft) // hop + 1`` STFT frames (at least one; latents/framing.py).
+frames, ``F = (N - n_fft) // hop + 1`` STFT frames (at least one), or ``floor(F / 2^d)`` for a
+model that crops as music2latent does (latents/framing.py).
 A sequence of ``L`` frames is cut into chunks whose *cores* tile ``[0, L)``, ``chunk_frames``
 each (the last core may be shorter). Each chunk is processed as a *window* of
 ``chunk_frames + 2·margin_frames`` frames: its core plus ``margin_frames`` of context on both

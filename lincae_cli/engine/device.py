@@ -1,24 +1,42 @@
-"""Where and how the model runs: device choice, CPU threads, precision, the process group.
+"""Where and how the model runs: device choice, CPU threads, precision, batch size, readers,
+the process group.
 
 One policy for inference (the engine, `lincae eval`) and training (the trainer): ``auto``
 prefers this rank's CUDA GPU, then Apple MPS, then the CPU; precision ``auto`` is bf16 where
-the hardware runs it natively, else fp32; CPU threads are shared evenly among torchrun's local
-ranks.
+the hardware runs it natively, else fp32 (for inference on a CUDA GPU without bf16: fp16); CPU
+threads are shared evenly among torchrun's local ranks. On a GPU the batch size follows the
+free memory and several threads read the inputs; on the CPU both stay at what the CPU needs
+(one window per pass, one reader).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 
 from lincae_cli.engine.options import check_precision
-from lincae_cli.engine.shard import ShardInfo
+from lincae_cli.engine.shard import ShardInfo, shard_info
 from lincae_cli.errors import LincaeError
+from lincae_cli.nn.config import ModelConfig
 
 # On a CPU a 10 s window already fills every core: larger batches only cost memory.
 DEFAULT_CPU_BATCH_SIZE = 1
-DEFAULT_GPU_BATCH_SIZE = 8
+DEFAULT_GPU_BATCH_SIZE = 8  # on a GPU whose free memory cannot be asked (MPS)
+# The automatic GPU batch size: at most this many windows (more only adds padding to short
+# runs, as every pass is padded to the batch size), in this share of the free memory.
+MAX_AUTO_GPU_BATCH_SIZE = 16
+FREE_MEMORY_SHARE = 0.5
+# Peak memory of one window in fp32, in bytes per element of the generator's feature maps
+# (`feature_elements_per_frame` · STFT frames): the largest of encode and decode, small and
+# published sizes, measured on the CPU as the peak RSS a window adds (`python
+# benchmarks/bench_gpu.py --cpu-memory`: 8.8 to 17.0 at 32-frame windows, decode the largest;
+# README, GPU). About 2 GB per default window of the published size, 0.5 GB of lincae-small.
+PEAK_BYTES_PER_FEATURE_ELEMENT = 17
+# Reader threads on a GPU (decoding, resampling and cutting files ahead of the model).
+MAX_GPU_READERS = 4
 
 
 def choose_device(name: str, shard: ShardInfo | None = None) -> torch.device:
@@ -41,8 +59,57 @@ def choose_device(name: str, shard: ShardInfo | None = None) -> torch.device:
         raise LincaeError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
 
 
-def default_batch_size(device: torch.device) -> int:
-    return DEFAULT_CPU_BATCH_SIZE if device.type == "cpu" else DEFAULT_GPU_BATCH_SIZE
+def feature_elements_per_frame(config: ModelConfig) -> int:
+    """Elements of the generator's feature maps per STFT frame, summed over its levels (level
+    ``l`` has ``base_channels · multipliers[l]`` channels over the bins and frames left by the
+    downsamplings before it): what a window's activation memory grows with."""
+    freq_bins, time_divisor, total = config.freq_bins, 1, 0
+    for level, multiplier in enumerate(config.multipliers):
+        total += config.base_channels * multiplier * freq_bins // time_divisor
+        if level < len(config.freq_downsample):
+            frequency_only = config.freq_downsample[level] == 1
+            freq_bins //= 4 if frequency_only else 2
+            time_divisor *= 1 if frequency_only else 2
+    return total
+
+
+def window_bytes(config: ModelConfig, window_frames: int) -> int:
+    """Estimated peak memory (bytes, fp32) of one window of ``window_frames`` latent frames
+    through the model, encode or decode: an upper bound for bf16/fp16, where most activations
+    take half the bytes."""
+    stft_frames = window_frames * config.frames_per_latent
+    return PEAK_BYTES_PER_FEATURE_ELEMENT * feature_elements_per_frame(config) * stft_frames
+
+
+def default_batch_size(device: torch.device, per_window_bytes: int | None = None) -> int:
+    """Windows per forward pass when ``--batch-size`` is not given: 1 on the CPU; on a CUDA GPU
+    as many windows of ``per_window_bytes`` as fit in `FREE_MEMORY_SHARE` of its free memory
+    now (1 to `MAX_AUTO_GPU_BATCH_SIZE`); elsewhere `DEFAULT_GPU_BATCH_SIZE`."""
+    if device.type == "cpu":
+        return DEFAULT_CPU_BATCH_SIZE
+    if device.type != "cuda" or not per_window_bytes:
+        return DEFAULT_GPU_BATCH_SIZE
+    free_bytes, _ = torch.cuda.mem_get_info(device)
+    fitting = int(free_bytes * FREE_MEMORY_SHARE // per_window_bytes)
+    return max(1, min(MAX_AUTO_GPU_BATCH_SIZE, fitting))
+
+
+def reader_threads(device: torch.device, shard: ShardInfo | None = None) -> int:
+    """Threads that read, resample and cut inputs ahead of the model: one on the CPU (the model
+    needs the cores); on a GPU up to `MAX_GPU_READERS`, from this rank's share of the cores
+    (``shard``, None: torchrun's variables)."""
+    if device.type == "cpu":
+        return 1
+    shard = shard or shard_info()
+    return max(1, min(MAX_GPU_READERS, available_cores() // shard.local_world_size - 1))
+
+
+def available_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def configure_threads(threads: int | None, shard: ShardInfo | None = None) -> int:
@@ -52,11 +119,7 @@ def configure_threads(threads: int | None, shard: ShardInfo | None = None) -> in
     """
     shard = shard or ShardInfo()
     if threads is None and "OMP_NUM_THREADS" not in os.environ:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            cores = os.cpu_count() or 1
-        threads = max(1, cores // shard.local_world_size)
+        threads = max(1, available_cores() // shard.local_world_size)
     if threads is not None:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
@@ -66,7 +129,9 @@ def native_bf16(device: torch.device) -> bool:
     """Whether bf16 matrix maths is native here (CUDA with bf16, or a CPU with AVX-512 BF16 /
     AMX), so that autocast to bf16 is a speed-up rather than an emulation."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        # Compute capability 8 (Ampere) and later; torch.cuda.is_bf16_supported() also says
+        # yes where bf16 is only emulated, and asks the current device, not this one.
+        return bool(torch.version.hip) or torch.cuda.get_device_properties(device).major >= 8
     if device.type != "cpu":
         return False
     try:
@@ -77,13 +142,38 @@ def native_bf16(device: torch.device) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
-    """The precision ``name`` means on ``device``: ``auto`` is bf16 where it is native, else
-    fp32; fp32, bf16 and fp16 stand for themselves."""
+def resolve_precision(name: str, device: torch.device, *, inference: bool = False) -> str:
+    """The precision ``name`` means on ``device``: ``auto`` is bf16 where it is native; for
+    ``inference`` on a CUDA GPU without it (before Ampere), fp16, the generator's output head
+    staying fp32 (nn/unet.py); else fp32. fp32, bf16 and fp16 stand for themselves. (Training
+    keeps fp32 there: fp16 training needs a loss scale, which `train.precision = "fp16"` asks
+    for explicitly.)"""
     check_precision(name)
     if name == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
+        if native_bf16(device):
+            return "bf16"
+        return "fp16" if inference and device.type == "cuda" else "fp32"
     return name
+
+
+@contextlib.contextmanager
+def running_on(device: torch.device, precision: str) -> Iterator[None]:
+    """What forward passes on ``device`` at ``precision`` run under. On a CUDA GPU: that GPU
+    as the current device (pinned host buffers and cuDNN handles then belong to it, not to
+    cuda:0 as in every torchrun process otherwise) and, at fp32, TF32 off (cuDNN convolutions
+    run in TF32 by default on Ampere and later, which is not the fp32 asked for). Nothing
+    elsewhere."""
+    if device.type != "cuda":
+        yield
+        return
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        with torch.cuda.device(device):
+            if precision == "fp32":
+                torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+            yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
 
 
 def join_process_group(shard: ShardInfo, device: torch.device) -> None:

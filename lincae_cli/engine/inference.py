@@ -11,6 +11,7 @@ gives the same result alone or among others.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -26,7 +27,10 @@ from lincae_cli.engine.device import (
     choose_device,
     configure_threads,
     default_batch_size,
+    reader_threads,
     resolve_precision,
+    running_on,
+    window_bytes,
 )
 from lincae_cli.engine.jobs import DecodeJob, EncodeJob, Framing, Job, WindowItem
 from lincae_cli.engine.options import EngineOptions, check_precision
@@ -49,7 +53,8 @@ def load_inference_model(
     check_precision(precision)
     path = resolve_model_file(spec or default_model()[0])
     model = load_model(path, device=choose_device(device, shard))
-    return model.optimize_for_inference(resolve_precision(precision, model.device))
+    precision = resolve_precision(precision, model.device, inference=True)
+    return model.optimize_for_inference(precision)
 
 
 class Engine:
@@ -69,7 +74,9 @@ class Engine:
         chunk_frames = chunk_frames_for_seconds(
             self.options.chunk_seconds, config.sample_rate, config.latent_hop_samples
         )
-        self.batch_size = self.options.batch_size or default_batch_size(self.device)
+        window = window_bytes(config, chunk_frames + 2 * self.options.margin_frames)
+        self.batch_size = self.options.batch_size or default_batch_size(self.device, window)
+        self.readers = reader_threads(self.device)  # 1 on the CPU
         crossfade = min(self.options.crossfade_frames, chunk_frames - chunk_frames % 2)
         self.framing = Framing(
             config=config,
@@ -173,42 +180,51 @@ class Engine:
         if not jobs:
             return
         forward = self._encode_windows if kinds.pop() == "encode" else self._decode_windows
-        yield from run_jobs(jobs, forward, self.batch_size, progress)
+        yield from run_jobs(jobs, forward, self.batch_size, progress, self.readers)
 
     def _batch(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
         """The tensors stacked, zero-padded at the end of time to the longest, and padded with
         zero examples to `batch_size`: every pass has exactly `batch_size` examples (kernels
         chosen for another batch size round differently), and padding never changes results
-        (padding-exact execution)."""
+        (padding-exact execution). For a GPU the batch is stacked in pinned host memory and
+        copied without blocking; on the CPU it stays where it is."""
         width = max(tensor.shape[-1] for tensor in tensors)
-        stacked = torch.zeros((self.batch_size, *tensors[0].shape[:-1], width))
+        pinned = self.device.type == "cuda"
+        shape = (self.batch_size, *tensors[0].shape[:-1], width)
+        stacked = torch.zeros(shape, pin_memory=pinned)
         for row, tensor in enumerate(tensors):
             stacked[row, ..., : tensor.shape[-1]] = tensor
-        return stacked.to(self.device)
+        return stacked.to(self.device, non_blocking=pinned)
 
     def _encode_windows(self, items: Sequence[WindowItem]) -> np.ndarray:
         """Latents ``[n, latent_channels, frames]`` of the items' audio windows (the longest
         window's frames)."""
-        data = self._batch([item.data for item in items])
-        per_latent = self.config.frames_per_latent
-        full = (data.shape[-1] - self.framing.overhang) // self.config.latent_hop_samples
-        with torch.inference_mode():
+        with self._running():
+            data = self._batch([item.data for item in items])
+            per_latent = self.config.frames_per_latent
+            full = (data.shape[-1] - self.framing.overhang) // self.config.latent_hop_samples
             latents = self.model.encode(data, self._valid(items, full * per_latent))
             return latents[: len(items)].float().cpu().numpy()
 
     def _decode_windows(self, items: Sequence[WindowItem]) -> np.ndarray:
         """Model-rate audio ``[n, frames·H + n_fft - hop]`` of the items' windows, from their
         first STFT frame on (the longest window's frames)."""
-        noise = self._batch([item.noise for item in items])  # type: ignore[misc]
-        data = self._batch([item.data for item in items])
-        with torch.inference_mode():
+        with self._running():
+            noise = self._batch([item.noise for item in items])  # type: ignore[misc]
+            data = self._batch([item.data for item in items])
             audio = self.model.decode(
                 data,
                 steps=1,
                 initial_noise=noise * self.config.sigma_max,
                 valid=self._valid(items, data.shape[-1]),
             )
-        return audio[: len(items)].float().cpu().numpy()
+            return audio[: len(items)].float().cpu().numpy()
+
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[None]:
+        """Inference mode on the engine's device (engine/device.py, `running_on`)."""
+        with running_on(self.device, self.framing.precision), torch.inference_mode():
+            yield
 
     def _valid(self, items: Sequence[WindowItem], full: int) -> torch.Tensor | None:
         """Real frames per example of a batch (the filler examples count as full), or None

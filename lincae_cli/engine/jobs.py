@@ -32,9 +32,9 @@ from lincae_cli.engine.chunks import (
 from lincae_cli.errors import LincaeError
 from lincae_cli.latents.framing import (
     FRAMING_KEYS,
+    encoded_stft_frames,
     framing_of,
     latent_frames_for_samples,
-    stft_frames_for_samples,
 )
 from lincae_cli.latents.latfile import LatentFile, LatentMeta, provenance_entry
 from lincae_cli.nn.autoencoder import decoding_noise
@@ -66,16 +66,34 @@ class Framing:
         return self.config.n_fft - self.config.hop
 
     @property
-    def stft_metadata(self) -> dict[str, int]:
+    def stft_metadata(self) -> dict[str, int | str]:
         """How the audio was framed, for the ``chunking`` entry of a .lat: STFT frame 0 starts
-        at the audio's first sample (the reference packages' framing), hop and n_fft (which
-        give the frame count, see `latent_frames`)."""
-        return dict(zip(FRAMING_KEYS, (0, self.config.hop, self.config.n_fft), strict=True))
+        at the audio's first sample (the reference packages' framing), hop, n_fft and the
+        model's latent frame rounding (which give the frame count, see `latent_frames`)."""
+        config = self.config
+        values = (0, config.hop, config.n_fft, config.latent_frame_rounding)
+        return dict(zip(FRAMING_KEYS, values, strict=True))
 
     def latent_frames(self, num_samples: int) -> int:
         config = self.config
         return latent_frames_for_samples(
-            num_samples, config.hop, config.n_fft, config.frames_per_latent
+            num_samples,
+            config.hop,
+            config.n_fft,
+            config.frames_per_latent,
+            config.latent_frame_rounding,
+        )
+
+    def encoded_stft_frames(self, num_samples: int) -> int:
+        """STFT frames of ``num_samples`` that the latents are computed from (the model's
+        rounding: a "floor" model leaves out the frames after the last whole latent frame)."""
+        config = self.config
+        return encoded_stft_frames(
+            num_samples,
+            config.hop,
+            config.n_fft,
+            config.frames_per_latent,
+            config.latent_frame_rounding,
         )
 
 
@@ -178,11 +196,13 @@ class EncodeJob(Job):
         # A window of W latent frames is 2^d·W STFT frames: W·H + overhang samples.
         spans = [(w.start * hop, (w.start + w.frames) * hop + framing.overhang) for w in self.plan]
         blocks = self.source.model_rate_blocks(config.sample_rate)
+        # Real STFT frames of the file: for a "floor" model, those after the last whole
+        # latent frame are not encoded (they are padding, as music2latent crops them).
+        encoded = framing.encoded_stft_frames(self.model_samples)
         for window, audio in zip(self.plan, cut_windows(blocks, spans, self.channels), strict=True):
             data = torch.from_numpy(audio)
-            remaining = self.model_samples - window.start * hop
             valid = min(
-                stft_frames_for_samples(remaining, config.hop, config.n_fft),
+                encoded - window.start * config.frames_per_latent,
                 window.frames * config.frames_per_latent,
             )
             for channel in range(self.channels):

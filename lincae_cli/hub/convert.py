@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from lincae_cli.errors import LincaeError
+from lincae_cli.hub.converted import CONVERTED_FRAME_ROUNDING
 from lincae_cli.hub.store import save_model
 from lincae_cli.nn.autoencoder import ConsistencyAutoencoder
 from lincae_cli.nn.config import ModelConfig
@@ -93,7 +94,9 @@ def convert_linear_cae(
         weights = by_kind["autoencoder_inference_model_last.pth"]
     except KeyError as exc:
         raise LincaeError(f"linear-cae model '{name}' is missing file {exc}") from None
-    config = ModelConfig.from_published(frontend, generator, diffusion, scale_factor=scale_factor)
+    config = ModelConfig.from_published(
+        frontend, generator, diffusion, scale_factor=scale_factor
+    ).replace(latent_frame_rounding=CONVERTED_FRAME_ROUNDING["linear-cae"])
     state = _load_torch(weights)
     if not isinstance(state, dict):
         raise LincaeError(f"{weights}: expected a state dict")
@@ -109,7 +112,9 @@ def convert_music2latent(
 ) -> Path:
     """`files` holds `music2latent.pt`: a checkpoint dict with `gen_state_dict`.
 
-    Music2Latent's checkpoint carries no config; `config` overrides the published one.
+    Music2Latent's checkpoint carries no config; `config` overrides the published one. Either
+    way the model crops to whole latent frames as music2latent's inference does
+    (``latent_frame_rounding`` "floor").
     """
     path = next((Path(p) for k, p in files.items() if k.endswith(".pt")), None)
     if path is None:
@@ -122,6 +127,7 @@ def convert_music2latent(
         config = ModelConfig.from_published(
             MUSIC2LATENT_FRONTEND, {}, None, scale_factor=MUSIC2LATENT_SCALE, clamp_output=True
         )
+    config = config.replace(latent_frame_rounding=CONVERTED_FRAME_ROUNDING["music2latent"])
     model = _build(config, state, path)
     provenance = {"converted_from": "music2latent", "files": [path.name]}
     return save_model(model, out_path, name, provenance)

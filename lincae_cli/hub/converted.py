@@ -14,6 +14,7 @@ import importlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from lincae_cli.errors import LincaeError
 from lincae_cli.hub.cache import atomic_output, converted_models_dir
@@ -22,6 +23,21 @@ from lincae_cli.hub.registry import CONVERTED_KINDS, REGISTRY, ModelSource
 ConvertFn = Callable[[ModelSource, dict[str, Path], Path], None]
 """``convert(source, files, out_path)``: write ``source``'s ``files`` (local paths keyed by
 basename) as one safetensors file in lincae's format at ``out_path``."""
+
+
+CONVERTED_FRAME_ROUNDING: dict[str, str] = {"linear-cae": "ceil", "music2latent": "floor"}
+"""Each converted kind's `ModelConfig.latent_frame_rounding`: its reference package's framing
+(linear-cae pads the last latent frame, music2latent's inference crops to whole latent frames)."""
+
+
+def current_conversion_config(config: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
+    """The recorded config of a model file, with what a conversion written before a config key
+    existed lacks: ``latent_frame_rounding`` (a music2latent model converted before it was a
+    key is read as "floor", its reference's rule, without converting it again)."""
+    kind = provenance.get("converted_from")
+    if kind in CONVERTED_FRAME_ROUNDING and "latent_frame_rounding" not in config:
+        return {**config, "latent_frame_rounding": CONVERTED_FRAME_ROUNDING[kind]}
+    return config
 
 
 def converted_model_path(source: ModelSource) -> Path:

@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 
 from lincae_cli.atomic import atomic_output
 from lincae_cli.errors import LincaeError
+from lincae_cli.hub.converted import current_conversion_config
 from lincae_cli.hub.registry import registered_affine_default, registered_restore_loudness
 from lincae_cli.nn.autoencoder import ConsistencyAutoencoder
 from lincae_cli.nn.config import ModelConfig
@@ -132,7 +133,9 @@ def load_model(
 ) -> ConsistencyAutoencoder:
     """Read a model file written by `save_model`; the model is in eval mode."""
     metadata = read_model_metadata(path)
-    config = ModelConfig.from_dict(metadata["config"])
+    config = ModelConfig.from_dict(
+        current_conversion_config(metadata["config"], metadata["provenance"])
+    )
     model = ConsistencyAutoencoder(config)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:

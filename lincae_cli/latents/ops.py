@@ -259,7 +259,8 @@ def _weighted_sum(
         for file, name, start, value in zip(files, names, starts, gains, strict=True)
     ]
     result = edit.place(placed, op, silence=silence, extra={"pad": pad})
-    meta = dataclasses.replace(result.meta, **_mixed_loudness(files, gains))
+    together = positions is None and len({file.meta.num_samples for file in files}) == 1
+    meta = dataclasses.replace(result.meta, **_mixed_loudness(files, gains, together))
     return LatentFile(latents=result.latents, meta=meta)
 
 
@@ -282,14 +283,32 @@ def _scaled_loudness(meta: LatentMeta, gain_linear: float) -> dict[str, object]:
     }
 
 
-def _mixed_loudness(files: Sequence[LatentFile], gains: Sequence[float]) -> dict[str, object]:
-    """Loudness fields of a sum: only computable when a single input is audible."""
+def _mixed_loudness(
+    files: Sequence[LatentFile], gains: Sequence[float], together: bool
+) -> dict[str, object]:
+    """Loudness fields of a sum: a single audible input's, scaled; for several, an estimate
+    where one holds (below); else unknown.
+
+    The loudness of a sum depends on how its inputs correlate, which we cannot know. Inputs
+    that do not correlate add their powers, ``10·log10 Σ gᵢ²·10^(Lᵢ/10)``; `lincae eval` shows
+    the decoded sums of held-out clips and stems closer to their true level when brought to it
+    (docs/metrics.md, Level). It is recorded (as an estimate) only when every audible input has
+    a known loudness and a positive gain (a difference can cancel to near silence) and all
+    start together with one length (``together``: no positions, same ``num_samples``).
+    """
     audible = [(file, value) for file, value in zip(files, gains, strict=True) if value != 0.0]
-    if len(audible) != 1:
-        # The loudness of a sum depends on how the signals correlate, which we cannot know.
+    if len(audible) == 1:
+        file, value = audible[0]
+        return _scaled_loudness(file.meta, value)
+    loudness = [file.meta.source_loudness_lufs for file, _ in audible]
+    if not audible or not together or any(value < 0 for _, value in audible) or None in loudness:
         return {"source_loudness_lufs": None, "loudness_is_estimate": False}
-    file, value = audible[0]
-    return _scaled_loudness(file.meta, value)
+    power = sum(
+        value * value * 10.0 ** (lufs / 10.0)
+        for (_, value), lufs in zip(audible, loudness, strict=True)
+        if lufs is not None
+    )
+    return {"source_loudness_lufs": 10.0 * math.log10(power), "loudness_is_estimate": True}
 
 
 def _json_db(gain_linear: float) -> float | None:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from lincae_cli.nn.config import ModelConfig
-from lincae_cli.nn.frontend import SpectralFrontend, num_frames
+from lincae_cli.nn.frontend import SpectralFrontend, num_frames, num_samples_for_frames
 from lincae_cli.nn.unet import Encoder, Generator, LatentPyramid
 
 
@@ -136,8 +136,13 @@ class ConsistencyAutoencoder(nn.Module):
 
         ``valid`` (`[batch]`, None: all) counts the real STFT frames of each example: the rest
         is padding, and the first ceil(valid / 2^d) latent frames come out as if the audio
-        stopped there (padding-exact execution).
+        stopped there (padding-exact execution). Without ``valid``, a model whose
+        ``latent_frame_rounding`` is "floor" leaves out the STFT frames after the last whole
+        latent frame (music2latent's crop).
         """
+        if valid is None and self.config.latent_frame_rounding == "floor":
+            frames = self.latent_frames(audio.shape[-1]) * self.config.frames_per_latent
+            audio = audio[..., : num_samples_for_frames(frames, self.config.hop, self.config.n_fft)]
         rep = self.frontend.to_representation(audio)
         return self.encode_representation(rep, valid) * self.config.scale_factor
 
@@ -232,8 +237,12 @@ class ConsistencyAutoencoder(nn.Module):
         return audio
 
     def latent_frames(self, num_samples: int) -> int:
-        """Latent frames the encoder produces for `num_samples` samples (strided-conv rounding)."""
+        """Latent frames `encode` gives for `num_samples` samples: the strided convolutions'
+        rounding (ceil), or for a "floor" model the whole groups of 2^d STFT frames (at least
+        one). latents/framing.py states the same rule for `.lat` files."""
         frames = num_frames(num_samples, self.config.hop, self.config.n_fft)
+        if self.config.latent_frame_rounding == "floor":
+            return max(1, frames // self.config.frames_per_latent)
         for _ in range(self.config.time_downsamples):
             frames = (frames - 1) // 2 + 1
         return frames

@@ -13,6 +13,9 @@ from typing import Any
 
 from lincae_cli.errors import LincaeError
 
+LATENT_FRAME_ROUNDINGS = ("ceil", "floor")
+"""Values of `ModelConfig.latent_frame_rounding`."""
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -58,6 +61,10 @@ class ModelConfig:
     clamp_output: bool = False
     # The published encoder and latent pyramid always use 4 heads, whatever `heads` says.
     encoder_heads: int = 4
+    # Latent frames of F STFT frames, 2^d per latent frame: "ceil" = ceil(F / 2^d), the last
+    # frame padded (linear-cae, our models); "floor" = floor(F / 2^d), the STFT frames after
+    # the last whole group cropped, as music2latent's inference does (latents/framing.py).
+    latent_frame_rounding: str = "ceil"
 
     def __post_init__(self) -> None:
         levels = len(self.layers)
@@ -72,6 +79,11 @@ class ModelConfig:
         for name in ("base_channels", "bottleneck_base_channels", "cond_channels"):
             if getattr(self, name) < 4:
                 problems.append(f"{name} must be at least 4")
+        if self.latent_frame_rounding not in LATENT_FRAME_ROUNDINGS:
+            problems.append(
+                f"latent_frame_rounding must be one of {', '.join(LATENT_FRAME_ROUNDINGS)}, "
+                f"not {self.latent_frame_rounding!r}"
+            )
         if problems:
             raise LincaeError("invalid model config: " + "; ".join(problems))
 

@@ -1,7 +1,8 @@
 """Pack the recipe data into a small training pack that travels with the code, and unpack it.
 
 A GPU loan takes the working tree and nothing else (at most 64 MiB in all, no network), so the
-training audio goes as Ogg Opus excerpts of the recipe data (docs/data.md, "Training pack"):
+training audio goes as Ogg Opus excerpts of the recipe data (docs/data.md, "Training pack for
+a GPU loan"):
 every music track and every song contributes, as short excerpts, at a bit rate chosen with
 `codec-loss`. The held-out split stays here for `lincae eval`; a few short held-out excerpts
 travel along only so that the run's validation records show progress. Usage::
@@ -20,13 +21,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import shutil
 import sys
 import tempfile
-import zlib
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -39,11 +38,12 @@ import soxr
 from lincae_cli.errors import LincaeError
 
 from .dataset_io import DATA_ROOT, SAMPLE_RATE, TRAIN, VALID
+from .opus import OPUS_RATE, decode_opus, encode_opus, to_pcm16
 
 PACK_FORMAT = "lincae training pack"
 PACK_VERSION = 1
 MANIFEST = "manifest.json"
-OPUS_RATE = 48000  # the only rate Opus codes at: excerpts are resampled to it and back
+# render_stems.py's names; not imported from there, which needs pretty_midi (absent on a loan).
 STEMS = ("bass", "drums", "other", "vocals")
 MIXTURE = "mixture"
 DEFAULT_OUTPUT = DATA_ROOT / "pack"
@@ -51,7 +51,7 @@ DEFAULT_OUTPUT = DATA_ROOT / "pack"
 
 @dataclass(frozen=True)
 class PackSettings:
-    """What goes into a pack. The defaults fill about 34 MiB (docs/data.md)."""
+    """What goes into a pack. The defaults give 2.2 h in 32.7 MiB (docs/data.md)."""
 
     kbps: int = 32
     music_seconds: float = 64.0  # per training track, cut into pieces spread over the track
@@ -71,77 +71,6 @@ class Excerpt:
     source: str
     start: int
     frames: int
-
-
-# -- Opus in Ogg, reproducibly -------------------------------------------------------------
-
-
-def compression_level(kbps: float) -> float:
-    """libsndfile's Opus compression level for a mono bit rate: it maps 0..1 linearly to
-    256..6 kbit/s (measured: 32 kbit/s asked gives 33 on music, containers included)."""
-    if not 6 <= kbps <= 256:
-        raise LincaeError(f"--kbps must be between 6 and 256, not {kbps}")
-    return 1.0 - (kbps - 6.0) / 250.0
-
-
-_BIT_REVERSED = bytes(int(f"{byte:08b}"[::-1], 2) for byte in range(256))
-
-
-def ogg_crc(page: bytes) -> int:
-    """The Ogg page checksum (CRC-32, polynomial 0x04C11DB7, not reflected, initial value 0,
-    no final xor) of `page` with its checksum field zeroed, computed with zlib's reflected
-    CRC-32 on bit-reversed bytes."""
-    reflected = zlib.crc32(page.translate(_BIT_REVERSED), 0xFFFFFFFF) ^ 0xFFFFFFFF
-    return int(f"{reflected:032b}"[::-1], 2)
-
-
-def with_ogg_serial(data: bytes, serial: int) -> bytes:
-    """`data`, an Ogg stream, with every page's serial number set to `serial` and its checksum
-    recomputed."""
-    out = bytearray(data)
-    position = 0
-    while position < len(out):
-        if out[position : position + 4] != b"OggS":
-            raise ValueError(f"not an Ogg page at byte {position}")
-        segments = out[position + 26]
-        body = sum(out[position + 27 : position + 27 + segments])
-        end = position + 27 + segments + body
-        out[position + 14 : position + 18] = serial.to_bytes(4, "little")
-        out[position + 22 : position + 26] = bytes(4)
-        out[position + 22 : position + 26] = ogg_crc(bytes(out[position:end])).to_bytes(4, "little")
-        position = end
-    return bytes(out)
-
-
-def encode_opus(audio: np.ndarray, kbps: float, name: str) -> bytes:
-    """Mono float32 44.1 kHz `audio` as Ogg Opus bytes (resampled to 48 kHz with soxr VHQ);
-    the stream serial number comes from `name`, so the bytes repeat."""
-    resampled = soxr.resample(audio, SAMPLE_RATE, OPUS_RATE, quality="VHQ").astype(np.float32)
-    buffer = io.BytesIO()
-    sf.write(
-        buffer,
-        resampled,
-        OPUS_RATE,
-        format="OGG",
-        subtype="OPUS",
-        compression_level=compression_level(kbps),
-    )
-    serial = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
-    return with_ogg_serial(buffer.getvalue(), serial)
-
-
-def decode_opus(data: bytes) -> np.ndarray:
-    """Ogg Opus bytes -> mono float32 at 44.1 kHz (soxr HQ, as the trainer resamples)."""
-    audio, rate = sf.read(io.BytesIO(data), dtype="float32")
-    return soxr.resample(audio, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
-
-
-def to_pcm16(audio: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 # -- planning ------------------------------------------------------------------------------
@@ -195,6 +124,10 @@ def recipe_durations(data_root: Path) -> dict[str, int]:
 
 
 # -- build ---------------------------------------------------------------------------------
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _encode_group(task: tuple[Path, list[Excerpt], float]) -> list[dict]:
