@@ -298,7 +298,8 @@ def test_edit_commands_never_import_torch(tmp_path: Path, embedded) -> None:
     ]
     script = (
         "import sys\nfrom lincae_cli.cli.app import main\ncode = main(sys.argv[1:])\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'\nsys.exit(code)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'scipy' not in sys.modules, 'scipy was imported'\nsys.exit(code)\n"
     )
     import subprocess
     import sys

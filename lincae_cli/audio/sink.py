@@ -16,7 +16,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 import soundfile
@@ -31,9 +31,11 @@ from lincae_cli.audio.io import (
     soft_limit,
     write_audio,
 )
-from lincae_cli.audio.loudness import StreamingLoudness, restoring_gain
 from lincae_cli.errors import LincaeError, first_line
 from lincae_cli.paths import is_stdio, output_name
+
+if TYPE_CHECKING:  # loudness (pyloudnorm, scipy) is imported only by outputs that measure it
+    from lincae_cli.audio.loudness import StreamingLoudness
 
 _WRITE_ERRORS = (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, OSError)
 
@@ -217,6 +219,8 @@ class AudioSink:
         self._meter: StreamingLoudness | None = None
         self._pending: HeldBlocks | None = None
         if self._target_lufs is not None:
+            from lincae_cli.audio.loudness import StreamingLoudness
+
             self._meter = StreamingLoudness(sample_rate, channels)
             spool_dir = (
                 os.path.dirname(os.path.abspath(target))  # type: ignore[arg-type]
@@ -297,6 +301,8 @@ class AudioSink:
         if self._meter is None or self._pending is None:
             return None
         measured = self._meter.result()  # None: too short or silent to measure, left alone
+        from lincae_cli.audio.loudness import restoring_gain
+
         gain = restoring_gain(measured, self._target_lufs)
         for block in self._pending.drain():
             self._output(block * np.float32(gain))
