@@ -30,6 +30,11 @@ def is_npy_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() == NPY_SUFFIX
 
 
+def is_latent_path(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names latents: a .lat file, or a .npy (and its sidecar)."""
+    return is_lat_path(path) or is_npy_path(path)
+
+
 def input_name(path: str | os.PathLike[str]) -> str:
     """How an input is named in messages: ``<stdin>`` for ``-``, else the path as given."""
     return STDIN_NAME if is_stdio(path) else os.fspath(path)

@@ -15,6 +15,8 @@ from torch import nn
 from lincae_cli.nn.autoencoder import ConsistencyAutoencoder
 from lincae_cli.nn.config import preset
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CROP_FRAMES = 8
 
 
@@ -31,15 +33,6 @@ def tiny_config(**augment_settings) -> TrainConfig:
             "augment": augment_settings,
         }
     )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a busy machine a second one mostly spins waiting for a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pytest
 import soundfile
+import typer
 
 from lincae_cli.cli.info import operations
 from lincae_cli.latents.latfile import read_lat
@@ -343,3 +344,55 @@ def test_verbose_goes_before_or_after_the_command(
     quiet = cli(*command)
     assert quiet.exit_code == 1 and not isinstance(quiet.exception, LincaeError)
     assert flag in _ok(cli("info", "--help")).stdout
+
+
+# -- values are converted as click converts them, without pydantic ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["encode", "x.wav", "--batch-size", "0"], "'--batch-size': 0 is below the minimum, 1"),
+        (["encode", "x.wav", "--batch-size", "2.5"], "'--batch-size': '2.5' is not an integer"),
+        (["encode", "x.wav", "--chunk-seconds", "0.01"], "0.01 is below the minimum, 0.1"),
+        (["gain", "x.lat", "--lufs", "loud"], "'--lufs': 'loud' is not a number"),
+    ],
+)
+def test_bad_values_are_usage_errors(cli: Run, args: list[str], message: str) -> None:
+    result = cli(*args)
+    assert result.exit_code == 2, (result.exit_code, result.stderr)
+    assert message in " ".join(result.stderr.split()), result.stderr
+
+
+def test_plain_parameters_convert_like_click_and_others_keep_typer() -> None:
+    """lincae_cli.cli.coercion: ints, floats, paths, lists and flags (tri-state too) come out
+    typed; a parameter with a parser keeps Typer's own conversion."""
+    from typer.testing import CliRunner
+
+    from lincae_cli.cli.commands import Command
+
+    seen: dict[str, Any] = {}
+    app = typer.Typer(add_completion=False)
+
+    @app.command(cls=Command)
+    def probe(
+        paths: list[Path],
+        count: Annotated[int, typer.Option(min=1, max=8)] = 2,
+        level: float | None = None,
+        where: Path | None = None,
+        affine: Annotated[bool | None, typer.Option("--affine/--no-affine")] = None,
+        parsed: Annotated[str, typer.Option(parser=lambda text: text.upper())] = "x",
+    ) -> None:
+        seen.update(locals())
+
+    runner = CliRunner()
+    args = ["a", "b/c", "--count", "8", "--level", "-inf", "--where", "d", "--no-affine"]
+    assert runner.invoke(app, [*args, "--parsed", "four"]).exit_code == 0
+    assert seen["paths"] == [Path("a"), Path("b/c")] and seen["count"] == 8
+    assert seen["level"] == float("-inf") and seen["where"] == Path("d")
+    assert seen["affine"] is False and seen["parsed"] == "FOUR"
+    assert runner.invoke(app, ["a"]).exit_code == 0
+    assert seen["count"] == 2 and seen["level"] is None and seen["affine"] is None
+    assert seen["parsed"] == "X"
+    too_many = runner.invoke(app, ["a", "--count", "9"])
+    assert too_many.exit_code == 2 and "9 is above the maximum, 8" in too_many.stderr

@@ -137,6 +137,18 @@ def test_concat_of_frame_aligned_files_is_the_joined_latents() -> None:
     assert [entry["position_samples"] for entry in inputs] == [0, 5 * H]
 
 
+def test_concat_and_place_refuse_incompatible_files_in_one_line() -> None:
+    """The library's own check, not a NumPy broadcast error: library callers get it too."""
+    other_model = framed(5, seed=2, model_sha256="cd" * 32, model_name="other")
+    stereo = framed(5, seed=3, channels=2)
+    for second, words in [(other_model, "made by different models"), (stereo, "channels")]:
+        with pytest.raises(LincaeError, match=words) as caught:
+            edit.concat([framed(5, seed=1), second], ["a.lat", "b.lat"])
+        assert "a.lat and b.lat are incompatible" in str(caught.value)
+        with pytest.raises(LincaeError, match=words):
+            edit.place([edit.Placed(framed(5), "a"), edit.Placed(second, "b", position=H)], "mix")
+
+
 def test_a_crossfade_blends_latents_linearly_and_a_split_file_joins_back() -> None:
     a, b = framed(8, seed=1), framed(8, seed=2)
     crossed = edit.concat([a, b], ["a", "b"], crossfade=2 * H / 44100)
@@ -283,7 +295,9 @@ def test_fades_in_latent_space_are_as_good_as_fading_the_audio(embedded, affine)
 
 
 def test_edit_commands_never_import_torch(tmp_path: Path, embedded) -> None:
-    """trim, pad, fade, concat, gain, mix and info on .lat files run on NumPy alone."""
+    """trim, pad, fade, concat, gain, mix and info on .lat files run on NumPy alone: no torch,
+    no scipy, no audio libraries, no pydantic (Typer's value conversion), and no other
+    command's module (commands load lazily)."""
     _, _, _, lat, _ = embedded
     song = tmp_path / "song.lat"
     write_lat(song, lat)
@@ -294,12 +308,16 @@ def test_edit_commands_never_import_torch(tmp_path: Path, embedded) -> None:
         ["concat", str(tmp_path / "t.lat"), str(tmp_path / "f.lat"), "-o", str(tmp_path / "c.lat")],
         ["gain", str(song), "-3", "-o", str(tmp_path / "g.lat")],
         ["mix", str(song), str(tmp_path / "g.lat"), "-o", str(tmp_path / "m.lat")],
+        ["gain", str(song), "--envelope", "0:0dB,2:-12dB", "-o", str(tmp_path / "e.lat")],
+        ["subtract", str(tmp_path / "m.lat"), str(song), "-o", str(tmp_path / "s.lat")],
         ["info", str(tmp_path / "c.lat")],
     ]
+    unwanted = ["torch", "scipy", "soundfile", "soxr", "pydantic", "lincae_cli.cli.encode"]
+    unwanted += ["lincae_cli.cli.train", "lincae_cli.cli.eval", "lincae_cli.engine.inference"]
     script = (
         "import sys\nfrom lincae_cli.cli.app import main\ncode = main(sys.argv[1:])\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'\n"
-        "assert 'scipy' not in sys.modules, 'scipy was imported'\nsys.exit(code)\n"
+        f"imported = [name for name in {unwanted!r} if name in sys.modules]\n"
+        "assert not imported, f'imported {imported}'\nsys.exit(code)\n"
     )
     import subprocess
     import sys

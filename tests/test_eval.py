@@ -32,6 +32,8 @@ from lincae_cli.nn.autoencoder import ConsistencyAutoencoder
 from lincae_cli.nn.config import preset
 from tests.test_json_output import checked
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 RATE = 8000
 SAMPLES = 8192
 CHANNELS = 4  # toy latents: audio framed as [batch, 4, samples / 4]
@@ -59,15 +61,6 @@ def root_unframe(latents: torch.Tensor) -> torch.Tensor:
 def tanh_unframe(latents: torch.Tensor) -> torch.Tensor:
     """A saturating decoder: tanh(3x)."""
     return torch.tanh(3 * unframe(latents))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The toy signals are tiny: more threads only add overhead (and spin on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

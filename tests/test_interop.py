@@ -356,7 +356,7 @@ def test_opus_outputs_are_ogg_opus_at_an_opus_rate(tmp_path: Path, cli) -> None:
 
 
 def test_opus_without_libsndfile_support_is_a_clear_error(monkeypatch, tmp_path: Path) -> None:
-    from lincae_cli.batch.files import check_result_output
+    from lincae_cli.batch.single import check_result_output
 
     monkeypatch.delitem(audio_io.AUDIO_EXTENSIONS, ".opus", raising=False)
     for check in (audio_io.output_container, lambda p: check_result_output(p, "float16", False)):

@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lincae_cli.errors import LincaeError
+from lincae_cli.latents.compat import check_compatible
 from lincae_cli.latents.latfile import LatentFile, LatentMeta, lat_from_bytes, lat_to_bytes
 from lincae_cli.latents.ops import (
-    check_compatible,
     db_to_linear,
     gain,
     gain_for_target_lufs,

@@ -31,6 +31,8 @@ from lincae_cli.latents import ops
 from lincae_cli.latents.latfile import read_lat
 from tests.conftest import make_tiny_model, tone
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 RATE = 8000
 SAMPLES = 8000  # 1 s: long enough for a BS.1770 loudness (0.4 s at least)
 CHANNELS = 4  # toy latents: audio framed as [batch, 4, samples / 4]
@@ -53,14 +55,6 @@ def compressing_unframe(latents: torch.Tensor) -> torch.Tensor:
     audio = unframe(latents)
     rms = audio.double().pow(2).mean(-1, keepdim=True).sqrt()
     return (audio * (rms / 10 ** (REFERENCE_DB / 20)).rsqrt()).float()
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import soundfile
 import soxr
 
 from lincae_cli.atomic import atomic_write_bytes
+from lincae_cli.audio.rates import resampled_length
 from lincae_cli.errors import LincaeError, first_line
 from lincae_cli.paths import STDIN_NAME, is_stdio
 
@@ -153,11 +154,6 @@ def _decode(file: Path | io.BytesIO, name: str) -> tuple[np.ndarray, int]:
     if not np.isfinite(audio).all():
         raise LincaeError(f"{name}: audio contains NaN or Inf samples")
     return audio, int(sample_rate)
-
-
-def resampled_length(num_samples: int, sample_rate_in: int, sample_rate_out: int) -> int:
-    """Length after resampling: ``num_samples * out / in`` rounded half up (as soxr does)."""
-    return (2 * num_samples * sample_rate_out + sample_rate_in) // (2 * sample_rate_in)
 
 
 def resample(audio: np.ndarray, sample_rate_in: int, sample_rate_out: int) -> np.ndarray:

@@ -14,13 +14,12 @@ import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from lincae_cli.audio.io import AUDIO_EXTENSIONS, is_audio_path, unavailable_reason
 from lincae_cli.batch.inputs import read_stdin_once
-from lincae_cli.batch.latent_inputs import decoding_model_for, read_latents, with_model
-from lincae_cli.batch.plan import Task, check_output_name, check_single_output, make_parent_folder
+from lincae_cli.batch.latent_inputs import read_latents, with_model
+from lincae_cli.batch.plan import Task, check_output_name, make_parent_folder
 from lincae_cli.batch.result import BatchResult
 from lincae_cli.batch.shares import plan_shares
 from lincae_cli.errors import LincaeError
@@ -29,8 +28,7 @@ from lincae_cli.paths import (
     NPY_SUFFIX,
     NULL_NAME,
     STDIO,
-    is_lat_path,
-    is_npy_path,
+    is_latent_path,
     is_stdio,
 )
 
@@ -99,7 +97,7 @@ def encode_files(
         raise LincaeError(f"--format {file_format}: encode writes lat or npy files")
     if output not in (None, STDIO) and is_audio_path(output):
         raise LincaeError(f"{output}: encode writes .lat files; name the output *.lat")
-    check_output_name(output, _is_latent_path, "a .lat or .npy file")
+    check_output_name(output, is_latent_path, "a .lat or .npy file")
     if manifest and null_output:
         raise LincaeError("--manifest records the files written, so it cannot be used with -n")
     if manifest and suffix != LAT_SUFFIX:
@@ -109,7 +107,7 @@ def encode_files(
     result = result if result is not None else BatchResult("encode")
     inference.engine_options()  # invalid options fail before any work
     tasks, shard, run_manifest = plan_shares(
-        inputs, output, AUDIO_EXTENSIONS, "audio", suffix, _is_latent_path, result,
+        inputs, output, AUDIO_EXTENSIONS, "audio", suffix, is_latent_path, result,
         force=force, skip_existing=skip_existing, manifest=manifest, null_output=null_output,
     )  # fmt: skip
     try:
@@ -213,7 +211,7 @@ def decode_files(
                 f"({', '.join(sorted(s[1:] for s in AUDIO_EXTENSIONS))})"
             )
         )
-    if output not in (None, STDIO) and _is_latent_path(output):
+    if output not in (None, STDIO) and is_latent_path(output):
         raise LincaeError(f"{output}: decode writes audio; name the output .wav, .flac, ...")
     check_output_name(output, _is_audio_output, "an audio file (.wav, .flac, ...)")
     result = result if result is not None else BatchResult("decode")
@@ -301,64 +299,7 @@ def _written_as(output: str | None, lat: LatentFile, audio: OutputOptions | None
     return dataclasses.replace(audio, sample_rate=rate, subtype=subtype)
 
 
-# -- one result -------------------------------------------------------------------------------
-
-
-def check_result_output(output: str, dtype: str, force: bool) -> None:
-    """Before any work: ``output`` of a one-result job (mix, gain, subtract) is a .lat, ``-``
-    or an audio file that may be written."""
-    from lincae_cli.latents.latfile import check_dtype
-
-    check_dtype(dtype)
-    reason = unavailable_reason(output)
-    if reason is not None:
-        raise LincaeError(f"{output}: {reason}")
-    if not (is_stdio(output) or _is_latent_path(output) or is_audio_path(output)):
-        raise LincaeError(
-            f"{output}: unknown output type {Path(output).suffix!r}; use .lat, .npy or an audio "
-            f"extension ({', '.join(sorted(AUDIO_EXTENSIONS))})"
-        )
-    check_single_output(output, force)
-
-
-def save_result(
-    lat: LatentFile,
-    output: str | None,
-    result: BatchResult,
-    *,
-    name: str | None = None,
-    dtype: str = "float16",
-    inference: Inference = Inference(),
-    audio: OutputOptions | None = None,
-    fields: dict[str, Any] | None = None,
-) -> None:
-    """Write ``lat`` to ``output``: a .lat (or ``-``, a .lat on stdout), a .npy and its
-    sidecar, audio decoded with
-    ``inference.model`` or else the model recorded in ``lat``, or nothing (``output`` None:
-    the null output of ``-n``, recorded as `NULL_NAME`). The record (input: ``name``, by
-    default the command) gets ``fields`` when it is done."""
-    from lincae_cli.latents.latfile import write_lat
-
-    fields = fields or {}
-    name = name or result.command
-    if output is None or is_stdio(output) or _is_latent_path(output):
-        if output is not None:
-            write_lat(output, lat, dtype=dtype)
-        duration = round(lat.meta.duration_seconds, 6)
-        rate = lat.meta.source_sample_rate
-        shown = NULL_NAME if output is None else output
-        result.ok(name, shown, duration_seconds=duration, sample_rate=rate, **fields)
-        return
-    spec = inference.model or decoding_model_for(lat, output)
-    decode_targets([DecodeTarget(name, output, lat, fields=fields)], spec, inference, audio, result)
-
-
 # -- shared steps -----------------------------------------------------------------------------
-
-
-def _is_latent_path(path: str) -> bool:
-    """Whether ``path`` names latents: a .lat file, or a .npy (and its sidecar)."""
-    return is_lat_path(path) or is_npy_path(path)
 
 
 def _is_audio_output(path: str) -> bool:

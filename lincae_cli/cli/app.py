@@ -2,29 +2,29 @@
 
 User errors (LincaeError) are printed as one line with exit code 1 (2 for usage), in one place
 (`_LincaeGroup.invoke`); `-V`/`--verbose` (before or after the command) shows tracebacks
-instead. Command modules import torch and the engine only when they run, so `--help` stays fast.
+instead. A command's module is imported only when that command runs (or for `--help`), and
+imports torch and the engine only when it needs them: latent commands never do.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from typing import Any
 
 import typer
 
-from lincae_cli.cli.commands import VERBOSE_KEY, Command, Group, NegativeValuesCommand
-from lincae_cli.cli.decode import DECODE_HELP, decode
-from lincae_cli.cli.edit import CONCAT_HELP, FADE_HELP, PAD_HELP, TRIM_HELP, concat, fade, pad, trim
-from lincae_cli.cli.encode import ENCODE_HELP, encode
-from lincae_cli.cli.eval import EVAL_HELP, eval_command
-from lincae_cli.cli.info import INFO_HELP, info
-from lincae_cli.cli.manifest import MANIFEST_HELP, manifest
-from lincae_cli.cli.models import MODELS_HELP, models_app
-from lincae_cli.cli.ops import GAIN_HELP, MIX_HELP, SUBTRACT_HELP, gain, mix, subtract
+from lincae_cli.cli.commands import (
+    VERBOSE_KEY,
+    Command,
+    Group,
+    LazyCommands,
+    NegativeValuesCommand,
+    single_command,
+)
 from lincae_cli.cli.options import NullOutputOption
 from lincae_cli.cli.render import UsageError, emit_error_document, error_line, request_json
-from lincae_cli.cli.train import TRAIN_HELP, train
 from lincae_cli.errors import LincaeError, first_line
 from lincae_cli.version import __version__
 
@@ -50,6 +50,10 @@ class _LincaeGroup(Group):
     """Prints a `LincaeError` as one line and exits 1 (2 for a `UsageError`), in every way the
     app is run. With ``--json``, an error (a usage error too) that ends a command before it
     printed its document prints an error document instead (cli/render.py)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands = LazyCommands(list(_COMMANDS), _build_command)
 
     def resolve_command(self, ctx: typer.Context, args: list[str]) -> Any:
         name, command, rest = super().resolve_command(ctx, args)
@@ -137,12 +141,12 @@ def _check_null_output(ctx: typer.Context, null_output: bool) -> None:
     if not null_output or name is None:
         return
     commands = ctx.command.commands  # type: ignore[attr-defined]
-    takers = [
-        taker
-        for taker, command in commands.items()
-        if any(param.name == "null_output" for param in command.params)
-    ]
-    if name not in takers:
+
+    def takes_null_output(taker: str) -> bool:
+        return any(param.name == "null_output" for param in commands[taker].params)
+
+    if not takes_null_output(name):
+        takers = [taker for taker in commands if takes_null_output(taker)]
         raise UsageError(f"-n (null output) applies to {', '.join(takers)}, not to {name}")
 
 
@@ -169,22 +173,37 @@ def _route_library_logs(meta: dict[str, Any]) -> None:
     handler.meta = meta  # shared by the app's context and its command's
 
 
-app.command("encode", cls=Command, help=ENCODE_HELP)(encode)
-app.command("decode", cls=Command, help=DECODE_HELP)(decode)
-app.command("mix", cls=Command, help=MIX_HELP)(mix)
-# GAIN may be negative ("-6", "-6dB", "-inf"): such tokens are arguments, not options.
-app.command("gain", cls=NegativeValuesCommand, help=GAIN_HELP)(gain)
-app.command("subtract", cls=Command, help=SUBTRACT_HELP)(subtract)
-# START/END of trim may be negative (from the end), like GAIN.
-app.command("trim", cls=NegativeValuesCommand, help=TRIM_HELP)(trim)
-app.command("pad", cls=Command, help=PAD_HELP)(pad)
-app.command("fade", cls=Command, help=FADE_HELP)(fade)
-app.command("concat", cls=Command, help=CONCAT_HELP)(concat)
-app.command("info", cls=Command, help=INFO_HELP)(info)
-app.command("manifest", cls=Command, help=MANIFEST_HELP)(manifest)
-app.add_typer(models_app, name="models", help=MODELS_HELP)
-app.command("eval", cls=Command, help=EVAL_HELP)(eval_command)
-app.command("train", cls=Command, help=TRAIN_HELP)(train)
+# The commands, in the order of `lincae --help`: name -> (module in lincae_cli.cli, function,
+# help text, click class). Each module is imported when its command runs (LazyCommands).
+# GAIN may be negative ("-6", "-6dB", "-inf"), and so may START/END of trim (from the end):
+# such tokens are arguments, not options.
+_COMMANDS: dict[str, tuple[str, str, str, type]] = {
+    "encode": ("encode", "encode", "ENCODE_HELP", Command),
+    "decode": ("decode", "decode", "DECODE_HELP", Command),
+    "mix": ("ops", "mix", "MIX_HELP", Command),
+    "gain": ("ops", "gain", "GAIN_HELP", NegativeValuesCommand),
+    "subtract": ("ops", "subtract", "SUBTRACT_HELP", Command),
+    "trim": ("edit", "trim", "TRIM_HELP", NegativeValuesCommand),
+    "pad": ("edit", "pad", "PAD_HELP", Command),
+    "fade": ("edit", "fade", "FADE_HELP", Command),
+    "concat": ("edit", "concat", "CONCAT_HELP", Command),
+    "info": ("info", "info", "INFO_HELP", Command),
+    "manifest": ("manifest", "manifest", "MANIFEST_HELP", Command),
+    "models": ("models", "models_app", "MODELS_HELP", Group),
+    "eval": ("eval", "eval_command", "EVAL_HELP", Command),
+    "train": ("train", "train", "TRAIN_HELP", Command),
+}
+
+
+def _build_command(name: str) -> Any:
+    module_name, function, help_name, cls = _COMMANDS[name]
+    module = importlib.import_module(f"lincae_cli.cli.{module_name}")
+    target, help_text = getattr(module, function), getattr(module, help_name)
+    if isinstance(target, typer.Typer):  # a command group (`lincae models ...`)
+        group = typer.main.get_command(target)
+        group.name = name
+        return group
+    return single_command(target, name, cls, help_text)
 
 
 def main(argv: list[str] | None = None) -> int:

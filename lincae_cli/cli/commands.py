@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+
+from lincae_cli.cli import coercion
 
 VERBOSE_KEY = "lincae.verbose"  # in the context's meta, shared by the app and its commands
 
@@ -42,9 +45,7 @@ def _verbose_flag(verbose: VerboseOption = False) -> None:
 def _verbose_option() -> TyperOption:
     """The click option of `VerboseOption`, built by Typer from a declaration (as for any
     command's own options)."""
-    declaring = typer.Typer(add_completion=False)
-    declaring.command()(_verbose_flag)
-    (option,) = typer.main.get_command(declaring).params
+    (option,) = single_command(_verbose_flag, "verbose", TyperCommand, "").params
     assert isinstance(option, TyperOption)
     return option
 
@@ -61,6 +62,7 @@ class _LincaeParams:
 
     def get_params(self, ctx: Any) -> list[Any]:
         params = super().get_params(ctx)  # type: ignore[misc]
+        coercion.install(params)  # values converted without importing pydantic
         for param in params:
             if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
                 param.metavar = ""  # a flag takes no value
@@ -114,3 +116,40 @@ _NEGATIVE_VALUE = re.compile(r"-(?:\d|\.\d|inf)", re.IGNORECASE)
 
 class Group(_LincaeParams, TyperGroup):
     """A lincae command group (``cls=`` of ``typer.Typer``)."""
+
+
+class LazyCommands(MutableMapping):  # type: ignore[type-arg]
+    """A group's commands, each built when first looked up: running one command imports only
+    its own module (a latent command does not pay for the encoder's or the trainer's imports),
+    while listing them (``--help``) builds them all. Values are click commands; ``build(name)``
+    makes the one of ``name``; the names, in order, are known up front."""
+
+    def __init__(self, names: list[str], build: Callable[[str], Any]) -> None:
+        self._built: dict[str, Any] = dict.fromkeys(names)
+        self._build = build
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built:
+            raise KeyError(name)
+        if self._built[name] is None:
+            self._built[name] = self._build(name)
+        return self._built[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._built)
+
+    def __len__(self) -> int:
+        return len(self._built)
+
+
+def single_command(function: Callable[..., Any], name: str, cls: type, help: str) -> Any:
+    """The click command Typer makes of ``function`` (as ``app.command(name, cls=, help=)``)."""
+    one = typer.Typer(add_completion=False)
+    one.command(name, cls=cls, help=help)(function)
+    return typer.main.get_command(one)

@@ -10,7 +10,14 @@ from typing import Annotated
 
 import typer
 
-from lincae_cli.cli.ops import AffineOption, OutputArgument, ResultArgs, read_inputs, silence_for
+from lincae_cli.cli.ops import (
+    AffineOption,
+    OutputArgument,
+    ResultArgs,
+    need_two_inputs,
+    read_inputs,
+    silence_for,
+)
 from lincae_cli.cli.options import with_option_groups
 from lincae_cli.cli.render import UsageError
 from lincae_cli.errors import LincaeError
@@ -168,18 +175,14 @@ def concat(
     result_args: ResultArgs = ResultArgs(),
 ) -> None:
     from lincae_cli.latents import edit
-    from lincae_cli.latents.ops import check_compatible
     from lincae_cli.latents.timeline import parse_seconds
 
-    if len(inputs) < 2:
-        raise UsageError("concat needs at least two input files")
+    need_two_inputs("concat", inputs)
     overlap = parse_seconds(crossfade, "--crossfade")
     if rate is not None and rate < 1:
         raise LincaeError(f"--rate must be a positive number of Hz, not {rate}")
     result_args.check(output)
     files, names = read_inputs(inputs)
-    for file, name in zip(files[1:], names[1:], strict=True):
-        check_compatible(files[0], file, names[0], name)
     silence = silence_for(files[0], affine, names[0])
     result = edit.concat(files, names, overlap, rate, silence)
     result_args.write("concat", result, output, names)

@@ -11,7 +11,7 @@ from lincae_cli.cli.commands import Command, Group
 from lincae_cli.cli.options import JsonOption
 from lincae_cli.cli.render import command_document, emit_json
 
-MODELS_HELP = """List the known models, download one, convert one downloaded by hand, or show
+MODELS_HELP = """List the known models, download one, convert one downloaded by hand, or show \
 where models are kept.
 
 Examples:

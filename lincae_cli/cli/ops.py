@@ -28,7 +28,7 @@ from lincae_cli.cli.options import (
 )
 from lincae_cli.cli.render import UsageError, json_to_stderr
 from lincae_cli.errors import LincaeError
-from lincae_cli.paths import STDIN_NAME, STDIO, is_lat_path, is_npy_path, is_stdio
+from lincae_cli.paths import STDIN_NAME, STDIO, is_latent_path, is_stdio
 
 if TYPE_CHECKING:
     import numpy as np
@@ -70,7 +70,7 @@ class ResultArgs:
     def check(self, output: str | None) -> None:
         """Before reading any input: ``output`` (None with ``-n``) can be written with these
         options."""
-        from lincae_cli.batch.files import check_result_output
+        from lincae_cli.batch.single import check_result_output
 
         check_null_output(self.null_output, output)
         if output is None and not self.null_output:
@@ -80,7 +80,7 @@ class ResultArgs:
             json_to_stderr(is_stdio(output))  # where --json goes, should reading inputs fail
             check_result_output(output, self.dtype, self.force)
         audio_options = self.audio.given()
-        latents = output is not None and (is_lat_path(output) or is_npy_path(output))
+        latents = output is not None and is_latent_path(output)
         if audio_options and (output is None or is_stdio(output) or latents):
             written = f"{output} is latents" if output else "-n decodes nothing"
             raise LincaeError(
@@ -98,20 +98,21 @@ class ResultArgs:
     ) -> None:
         """Write (or decode, or with ``-n`` only report) ``result``, print the summary and exit
         with its code."""
-        from lincae_cli.batch.files import save_result
+        from lincae_cli.batch.single import save_result
         from lincae_cli.cli.render import Reporter
 
         stdout_busy = output is not None and is_stdio(output)
         reporter = Reporter(command, self.quiet, self.json_output, stdout_busy)
         meta = result.meta
+        decodes = not (output is None or is_stdio(output) or is_latent_path(output))
         save_result(
             result,
             output,
             reporter.result,
             name=", ".join(names),
             dtype=self.dtype,
-            inference=self.engine.inference(reporter, "decoding"),
-            audio=self.audio.options(),
+            inference=self.engine.inference(reporter, "decoding") if decodes else None,
+            audio=self.audio.options() if decodes else None,
             fields={
                 "inputs": names,
                 "frames": result.frames,
@@ -201,8 +202,7 @@ def mix(
     from lincae_cli.latents import ops
     from lincae_cli.latents.timeline import parse_seconds
 
-    if len(inputs) < 2:
-        raise UsageError("mix needs at least two input files")
+    need_two_inputs("mix", inputs)
     starts = None
     if at is not None:
         parts = at.split(",")
@@ -338,15 +338,24 @@ def silence_for(file: LatentFile, affine: bool | None, name: str) -> np.ndarray 
     return np.asarray(file.meta.silence_latent, np.float32)
 
 
+def need_two_inputs(command: str, inputs: list[str]) -> None:
+    """Usage error unless ``inputs`` names two files at least (mix, concat)."""
+    if len(inputs) < 2:
+        raise UsageError(f"{command} needs at least two input files")
+
+
 def read_inputs(args: list[str]) -> tuple[list[LatentFile], list[str]]:
     """The latent files named by ``args`` (``-`` is stdin, once), and their display names."""
-    from lincae_cli.audio.io import is_audio_path
     from lincae_cli.latents.latfile import read_lat
 
     if args.count(STDIO) > 1:
         raise LincaeError("- (stdin) can be given only once")
     for arg in args:
-        if not is_stdio(arg) and is_audio_path(arg):
+        if is_stdio(arg) or is_latent_path(arg):
+            continue
+        from lincae_cli.audio.io import is_audio_path  # the audio layer, for other names only
+
+        if is_audio_path(arg):
             raise LincaeError(
                 f"{arg}: is audio, not a .lat file; encode it first with `lincae encode`"
             )

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lincae_cli.audio.io import resampled_length
+from lincae_cli.audio.rates import resampled_length
 from lincae_cli.audio.sink import AudioSink, OutputOptions, SinkReport
 from lincae_cli.audio.sources import ArraySource, AudioSource
 from lincae_cli.engine.chunks import ChunkSpec, chunk_frames_for_seconds

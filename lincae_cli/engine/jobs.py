@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lincae_cli.audio.io import resampled_length
+from lincae_cli.audio.rates import resampled_length
 from lincae_cli.audio.sink import AudioSink, SinkReport
 from lincae_cli.audio.sources import AudioSource
 from lincae_cli.engine.chunks import (

@@ -22,8 +22,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from lincae_cli.audio.io import resampled_length
+from lincae_cli.audio.rates import resampled_length
 from lincae_cli.errors import LincaeError
+from lincae_cli.latents.compat import check_all_compatible
 from lincae_cli.latents.framing import FRAMING_KEYS, expected_frames, framing_of
 from lincae_cli.latents.latfile import LatentFile, LatentMeta, provenance_entry
 from lincae_cli.latents.timeline import FrameGrid, envelope_gain, fade_gain, step_weights
@@ -151,12 +152,13 @@ def place(
     """Sum the inputs, each moved to its position: ``Σ gain·weight·z`` (plus ``(1 - Σ
     gain·weight)·b`` with ``silence``), covering every input.
 
-    The inputs must be compatible (same model and channels, checked by the caller). ``rate``:
+    The inputs must be compatible (same model and channels; `compat.check_compatible`). ``rate``:
     the output's sample rate; by default the inputs' common ``source_sample_rate``, or the
     model rate when they differ. The first input lands exactly at its position; the others on
     the nearest latent frame. Provenance: one ``op`` entry with the inputs (``name``,
     ``gain_linear``, ``position_samples`` where each landed, ``provenance``) and ``extra``.
     """
+    check_all_compatible([item.file for item in inputs], [item.name for item in inputs])
     first = inputs[0].file.meta
     layout = _layout(inputs, rate)
     out_meta = dataclasses.replace(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from lincae_cli.audio.io import resampled_length
+from lincae_cli.audio.rates import resampled_length
 from lincae_cli.errors import LincaeError
 from lincae_cli.latents.framing import check_framing, expected_frames, framing_of
 from lincae_cli.version import __version__

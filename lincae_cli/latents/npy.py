@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from lincae_cli.atomic import AtomicFile
-from lincae_cli.audio.io import resampled_length
+from lincae_cli.audio.rates import resampled_length
 from lincae_cli.errors import LincaeError, first_line
 from lincae_cli.latents.framing import framing_of
 from lincae_cli.latents.latfile import (

@@ -16,7 +16,7 @@ import numpy as np
 
 from lincae_cli.errors import LincaeError
 from lincae_cli.latents import edit
-from lincae_cli.latents.framing import framing_of
+from lincae_cli.latents.compat import check_all_compatible
 from lincae_cli.latents.latfile import LatentFile, LatentMeta, provenance_entry
 
 # A gain on the command line, as sox's `gain` reads it: a number is decibels ("-6", "+3dB",
@@ -90,43 +90,6 @@ def chunking_differs(files: Sequence[LatentFile]) -> bool:
     """Whether ``files`` were encoded with different chunk settings (which only matters for
     files longer than a chunk: their latents then differ slightly near chunk boundaries)."""
     return any(file.meta.chunking != files[0].meta.chunking for file in files[1:])
-
-
-def check_compatible(
-    a: LatentFile, b: LatentFile, name_a: str = "first file", name_b: str = "second file"
-) -> None:
-    """Raise `LincaeError` listing every difference that makes ``a`` and ``b`` impossible to add.
-
-    Files must come from the same model (weights hash, sample rate, hop, scale factor) and
-    have the same number of audio channels and latent channels. Frame counts are checked by
-    `mix`, which can pad.
-    """
-    differences = []
-    if a.meta.model_sha256 != b.meta.model_sha256:
-        differences.append(
-            f"made by different models ({name_a}: {a.meta.model_name} "
-            f"sha256 {a.meta.model_sha256[:12]}, {name_b}: {b.meta.model_name} "
-            f"sha256 {b.meta.model_sha256[:12]})"
-        )
-    pairs = [
-        ("model_sample_rate", a.meta.model_sample_rate, b.meta.model_sample_rate),
-        ("latent_hop_samples", a.meta.latent_hop_samples, b.meta.latent_hop_samples),
-        ("scale_factor", a.meta.scale_factor, b.meta.scale_factor),
-        ("channels", a.channels, b.channels),
-        ("latent_channels", a.latent_channels, b.latent_channels),
-    ]
-    for key, value_a, value_b in pairs:
-        if value_a != value_b:
-            differences.append(f"{key} differs ({name_a}: {value_a}, {name_b}: {value_b})")
-    if framing_of(a.meta.chunking) != framing_of(b.meta.chunking):
-        differences.append(
-            "framed differently in time (one was encoded before lincae took the reference "
-            "packages' framing; re-encode it)"
-        )
-    if differences:
-        raise LincaeError(
-            f"{name_a} and {name_b} are incompatible latent files: " + "; ".join(differences)
-        )
 
 
 def mix(
@@ -244,8 +207,7 @@ def _weighted_sum(
     if any(start < 0 for start in starts):
         raise LincaeError(f"{op}: positions must be 0 or later")
     files = _upmix_mono_among_stereo(files)
-    for file, name in zip(files[1:], names[1:], strict=True):
-        check_compatible(files[0], file, names[0], name)
+    check_all_compatible(files, names)  # before lengths: a different model says more
 
     frames = [file.frames for file in files]
     if len(set(frames)) > 1 and not pad and positions is None:
