@@ -22,6 +22,7 @@ import torch
 from lincae_cli.audio.rates import resampled_length
 from lincae_cli.audio.sink import AudioSink, OutputOptions, SinkReport
 from lincae_cli.audio.sources import ArraySource, AudioSource
+from lincae_cli.engine.allocator import keep_freed_memory_for
 from lincae_cli.engine.chunks import ChunkSpec, chunk_frames_for_seconds
 from lincae_cli.engine.device import (
     choose_device,
@@ -76,6 +77,7 @@ class Engine:
         )
         window = window_bytes(config, chunk_frames + 2 * self.options.margin_frames)
         self.batch_size = self.options.batch_size or default_batch_size(self.device, window)
+        self.keeps_freed_memory = keep_freed_memory_for(window * self.batch_size)
         self.readers = reader_threads(self.device)  # 1 on the CPU
         crossfade = min(self.options.crossfade_frames, chunk_frames - chunk_frames % 2)
         self.framing = Framing(
