@@ -20,7 +20,9 @@ fp32`` (target >= 30 dB). Needs ``pip install --no-deps linear-cae``.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,10 +34,33 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_cli import SAMPLE_RATE, music_like, run  # noqa: E402
+from benchmarks.bench_cli import SAMPLE_RATE, music_like  # noqa: E402
 from lincae_cli.engine.device import configure_threads, resolve_precision  # noqa: E402
 from lincae_cli.hub.convert import convert_linear_cae  # noqa: E402
 from tests import reference  # noqa: E402
+
+# Runs `lincae ARGS` from a small process and prints its wall time and peak RSS: a child forked
+# straight from this (large) process would report this one's peak RSS as its own (Linux keeps
+# the high-water mark across exec).
+LAUNCH = """
+import resource, subprocess, sys, time
+start = time.perf_counter()
+done = subprocess.run([sys.executable, "-m", "lincae_cli.cli.app", *sys.argv[1:]],
+                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+wall = time.perf_counter() - start
+if done.returncode:
+    sys.exit(done.stderr.decode())
+print(wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+"""
+
+
+def run(args: list[str]) -> tuple[float, int]:
+    """``lincae ARGS`` in a new process: (wall seconds, its peak RSS in bytes)."""
+    done = subprocess.run([sys.executable, "-c", LAUNCH, *args], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"lincae {' '.join(args)} failed:\n{done.stderr}")
+    wall, peak = done.stdout.split()
+    return float(wall), int(peak)
 
 
 def snr_db(test: np.ndarray, reference_audio: np.ndarray) -> float:
@@ -48,7 +73,15 @@ def main() -> None:
     parser.add_argument("--encode-seconds", type=float, default=30.0)
     parser.add_argument("--decode-seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--keep-freed-memory",
+        choices=("default", "1", "0"),
+        default="default",
+        help="LINCAE_KEEP_FREED_MEMORY for our processes (engine/allocator.py)",
+    )
     args = parser.parse_args()
+    if args.keep_freed_memory != "default":
+        os.environ["LINCAE_KEEP_FREED_MEMORY"] = args.keep_freed_memory
     threads = configure_threads(None)
 
     folder = Path(tempfile.mkdtemp(prefix="lincae-published-"))
@@ -128,7 +161,7 @@ def main() -> None:
     precision = resolve_precision("auto", torch.device("cpu"), inference=True)
     print(
         f"published size (random weights), stereo, {threads} threads, our auto precision "
-        f"{precision}, median of {args.rounds}"
+        f"{precision}, median of {args.rounds}, LINCAE_KEEP_FREED_MEMORY {args.keep_freed_memory}"
     )
     print(
         f"{'':8} {'seconds':>8} {'ours (s)':>9} {'theirs (s)':>11} {'theirs/ours':>12} "

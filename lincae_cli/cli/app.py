@@ -189,7 +189,7 @@ _COMMANDS: dict[str, tuple[str, str, str, type]] = {
     "concat": ("edit", "concat", "CONCAT_HELP", Command),
     "info": ("info", "info", "INFO_HELP", Command),
     "manifest": ("manifest", "manifest", "MANIFEST_HELP", Command),
-    "models": ("models", "models_app", "MODELS_HELP", Group),
+    "models": ("models", "models_app", "MODELS_HELP", Group),  # a Typer group, its own help
     "eval": ("eval", "eval_command", "EVAL_HELP", Command),
     "train": ("train", "train", "TRAIN_HELP", Command),
 }

@@ -4,9 +4,9 @@ Typer 0.29 converts every command-line value through a pydantic ``TypeAdapter``;
 pydantic and building the adapters costs about 0.1 s per invocation, a third of the wall time
 of a latent command such as ``lincae gain x.lat -6`` (benchmarks/bench_latent_ops.py). lincae's
 parameters are plain: strings, paths, integers and floats (optionally bounded), flags, and
-lists of them. `install` gives each such parameter a
-converter that follows click's rules; any other parameter keeps Typer's own conversion, and with
-a Typer that lacks these internals nothing is installed (slower, same behaviour).
+lists of them. `install` gives each such parameter a converter that follows click's rules; any
+other parameter keeps Typer's own conversion, and with a Typer that lacks these internals
+nothing is installed (slower, same behaviour). tests/test_cli_conventions.py checks both.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ def install(params: list[Any]) -> None:
         return
     for param in params:
         descriptor = getattr(param, "type_descriptor", None)
+        # Typer builds the converter on first use (None until then); a parameter without
+        # these attributes is not Typer 0.29's and keeps its own.
         if descriptor is None or getattr(param, "_runtime_param", False) is not None:
             continue
         if _plain(descriptor.annotation, descriptor.parameter_info):

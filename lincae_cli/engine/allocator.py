@@ -5,8 +5,9 @@ back to the kernel when freed (and trims the heap's top above 128 KiB), so a loo
 passes over same-sized windows maps, faults in and unmaps its activations again for every
 window: encoding 5 minutes of stereo with lincae-small took 6.7 M page faults, and the kernel
 time was 40 % of the CPU time on 2 cores. Taking every block from the heap and never trimming
-it makes the next window reuse the same pages: the forward passes ran 2.1x faster (encode) and
-1.5x (decode) at about the same peak memory (benchmarks/bench_cli_overhead.py; docs/speed.md).
+it makes the next window reuse the same pages: the forward passes ran 1.6-2.1x faster (encode)
+and 1.4-1.5x (decode) at about the same peak memory (benchmarks/bench_cli_overhead.py;
+docs/speed.md).
 
 The heap then keeps what the largest blocks freed, and blocks of other sizes cannot always
 reuse it: with the published size's windows (about 2 GB each, estimated) the peak grew from
