@@ -19,7 +19,6 @@ is at most `KEEP_FREED_BUDGET_BYTES` (`keep_freed_memory_for`); ``LINCAE_KEEP_FR
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import os
 
@@ -45,12 +44,9 @@ def keep_freed_memory_for(window_bytes: int) -> bool:
 def keep_freed_memory() -> bool:
     """Serve every allocation from the heap (no ``mmap``) and do not trim the heap, for the
     rest of this process. Returns whether the C library took the settings (glibc)."""
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):  # no C library by that name, or not glibc's malloc
-        return False
-    if mallopt is None:
+    try:  # the C library this process runs on: its symbols are the process's own
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):  # not glibc (no mallopt), or Windows
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _LARGEST))
