@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -52,19 +51,28 @@ def write_long(path: Path, minutes: float) -> None:
             out.write(music_like(seconds, seed=7, start=minute * 60 * SAMPLE_RATE))
 
 
+# Runs `lincae ARGS` from a small process and prints its wall time and peak RSS: a child forked
+# straight from a large benchmark process would report that process's peak RSS as its own
+# (Linux keeps the high-water mark across exec).
+LAUNCH = """
+import resource, subprocess, sys, time
+start = time.perf_counter()
+done = subprocess.run([sys.executable, "-m", "lincae_cli.cli.app", *sys.argv[1:]],
+                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+wall = time.perf_counter() - start
+if done.returncode:
+    sys.exit(done.stderr.decode())
+print(wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+"""
+
+
 def run(args: list[str]) -> tuple[float, int]:
     """Run ``lincae ARGS`` in a new process: (wall seconds, peak RSS bytes of that process)."""
-    command = [sys.executable, "-m", "lincae_cli.cli.app", *args]
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert process.stderr is not None
-    errors = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise SystemExit(f"lincae {' '.join(args)} failed:\n{errors.decode()}")
-    return wall, usage.ru_maxrss * 1024  # ru_maxrss is in KiB on Linux
+    done = subprocess.run([sys.executable, "-c", LAUNCH, *args], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"lincae {' '.join(args)} failed:\n{done.stderr}")
+    wall, peak = done.stdout.split()
+    return float(wall), int(peak)
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_cli import SAMPLE_RATE, write_long  # noqa: E402
+from benchmarks.bench_cli import SAMPLE_RATE, run, write_long  # noqa: E402
 from lincae_cli.engine.allocator import keep_freed_memory  # noqa: E402
 from lincae_cli.engine.chunks import DEFAULT_CHUNK_SECONDS, chunk_frames_for_seconds  # noqa: E402
 from lincae_cli.engine.device import configure_threads, resolve_precision  # noqa: E402
@@ -40,11 +39,7 @@ from lincae_cli.hub.store import load_model  # noqa: E402
 
 
 def cli(args: list[str]) -> float:
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "lincae_cli.cli.app", *args], capture_output=True)
-    if done.returncode != 0:
-        raise SystemExit(f"lincae {' '.join(args)} failed:\n{done.stderr.decode()}")
-    return time.perf_counter() - start
+    return run(args)[0]
 
 
 def main() -> None:

@@ -22,50 +22,21 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import soundfile
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_cli import SAMPLE_RATE, music_like  # noqa: E402
+from benchmarks.bench_cli import SAMPLE_RATE, music_like, run  # noqa: E402
 from lincae_cli.engine.device import configure_threads, resolve_precision  # noqa: E402
+from lincae_cli.eval.metrics import snr_db  # noqa: E402
 from lincae_cli.hub.convert import convert_linear_cae  # noqa: E402
 from tests import reference  # noqa: E402
-
-# Runs `lincae ARGS` from a small process and prints its wall time and peak RSS: a child forked
-# straight from this (large) process would report this one's peak RSS as its own (Linux keeps
-# the high-water mark across exec).
-LAUNCH = """
-import resource, subprocess, sys, time
-start = time.perf_counter()
-done = subprocess.run([sys.executable, "-m", "lincae_cli.cli.app", *sys.argv[1:]],
-                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-wall = time.perf_counter() - start
-if done.returncode:
-    sys.exit(done.stderr.decode())
-print(wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
-"""
-
-
-def run(args: list[str]) -> tuple[float, int]:
-    """``lincae ARGS`` in a new process: (wall seconds, its peak RSS in bytes)."""
-    done = subprocess.run([sys.executable, "-c", LAUNCH, *args], capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"lincae {' '.join(args)} failed:\n{done.stderr}")
-    wall, peak = done.stdout.split()
-    return float(wall), int(peak)
-
-
-def snr_db(test: np.ndarray, reference_audio: np.ndarray) -> float:
-    error = np.sum((test - reference_audio) ** 2)
-    return float(10 * np.log10(np.sum(reference_audio**2) / max(error, 1e-20)))
 
 
 def main() -> None:
@@ -155,7 +126,11 @@ def main() -> None:
             "--no-restore-loudness",
         ]
     )
-    snr = snr_db(soundfile.read(out, dtype="float32")[0], soundfile.read(exact, dtype="float32")[0])
+    decoded, reference_audio = (
+        torch.from_numpy(soundfile.read(path, dtype="float32")[0]).reshape(1, -1)
+        for path in (out, exact)
+    )
+    snr = float(snr_db(decoded, reference_audio))  # over both channels together
 
     median = {name: statistics.median(values) for name, values in times.items()}
     precision = resolve_precision("auto", torch.device("cpu"), inference=True)

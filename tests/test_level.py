@@ -30,23 +30,13 @@ from lincae_cli.hub.store import load_model, read_model_metadata, save_model
 from lincae_cli.latents import ops
 from lincae_cli.latents.latfile import read_lat
 from tests.conftest import make_tiny_model, tone
+from tests.test_eval import STEMS, frame, unframe  # the toy codec's framing
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 RATE = 8000
 SAMPLES = 8000  # 1 s: long enough for a BS.1770 loudness (0.4 s at least)
-CHANNELS = 4  # toy latents: audio framed as [batch, 4, samples / 4]
 REFERENCE_DB = -20.0  # the level the toy decoder compresses towards
-STEMS = ("bass", "drums", "vocals")
-
-
-def frame(audio: torch.Tensor) -> torch.Tensor:
-    """Audio `[batch, samples]` -> `[batch, CHANNELS, samples / CHANNELS]`, nothing lost."""
-    return audio.reshape(audio.shape[0], -1, CHANNELS).transpose(1, 2)
-
-
-def unframe(latents: torch.Tensor) -> torch.Tensor:
-    return latents.transpose(1, 2).reshape(latents.shape[0], -1)
 
 
 def compressing_unframe(latents: torch.Tensor) -> torch.Tensor:
