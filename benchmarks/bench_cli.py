@@ -75,6 +75,25 @@ def run(args: list[str]) -> tuple[float, int]:
     return float(wall), int(peak)
 
 
+def cpu_kind() -> str:
+    """The CPU as the figures should name it: model, whether it has AVX-512 BF16, and the
+    instruction sets torch uses here (capped by ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA)."""
+    import torch
+
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info = ""
+    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if "model name" in line]
+    bf16 = "with" if "avx512_bf16" in info or "amx_bf16" in info else "without"
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    capped = f", oneDNN capped to {cap}" if cap else ""
+    return (
+        f"{names[0] if names else 'unknown'} ({bf16} AVX-512 BF16), {os.cpu_count()} cores, "
+        f"ATen {torch.backends.cpu.get_cpu_capability()}{capped}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="--model for lincae (default: the embedded model)")

@@ -15,6 +15,13 @@ lincae model file, and alternates, on the same stereo audio:
 Reports median seconds, theirs / ours (target >= 2 on every CPU), our processes' peak RSS
 (target <= 2 GB), and the SNR of our default decoding against ``lincae decode --precision
 fp32`` (target >= 30 dB). Needs ``pip install --no-deps linear-cae``.
+
+An AVX2-only CPU is emulated on a newer one by capping both sides' instruction sets:
+
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/bench_published_cli.py
+
+(oneDNN's convolutions and ATen's vectorised kernels then use AVX2 at most, and our automatic
+precision is fp32, as on such a CPU; engine/device.py reads the same cap.)
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_cli import SAMPLE_RATE, music_like, run  # noqa: E402
+from benchmarks.bench_cli import SAMPLE_RATE, cpu_kind, music_like, run  # noqa: E402
 from lincae_cli.engine.device import configure_threads, resolve_precision  # noqa: E402
 from lincae_cli.eval.metrics import snr_db  # noqa: E402
 from lincae_cli.hub.convert import convert_linear_cae  # noqa: E402
@@ -138,6 +145,7 @@ def main() -> None:
         f"published size (random weights), stereo, {threads} threads, our auto precision "
         f"{precision}, median of {args.rounds}, LINCAE_KEEP_FREED_MEMORY {args.keep_freed_memory}"
     )
+    print(f"CPU: {cpu_kind()}")
     print(
         f"{'':8} {'seconds':>8} {'ours (s)':>9} {'theirs (s)':>11} {'theirs/ours':>12} "
         f"{'our peak RSS':>13}"

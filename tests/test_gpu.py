@@ -10,6 +10,7 @@ chunk and batch invariance on the GPU, and torchrun over two GPUs.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import subprocess
@@ -80,6 +81,33 @@ def test_native_bf16_on_a_gpu_is_ampere_or_later(monkeypatch, major, native) -> 
     monkeypatch.setattr(torch.cuda, "get_device_properties", properties)
     assert device_module.native_bf16(torch.device("cuda", 1)) is native
     assert asked == [torch.device("cuda", 1)]  # this GPU, not the current one
+
+
+@pytest.mark.parametrize(
+    ("flags", "cap", "native"),
+    [
+        ("avx2 avx512f avx512_bf16", None, True),
+        ("avx2 amx_bf16 amx_tile", None, True),
+        ("avx2 fma", None, False),
+        ("avx2 avx512f avx512_bf16", "AVX2", False),  # an AVX2-only CPU, emulated
+        ("avx2 avx512f avx512_bf16", "avx512_core_vnni", False),
+        ("avx2 avx512f avx512_bf16", "AVX512_CORE_BF16", True),
+        ("avx2 fma", "AVX512_CORE_AMX", False),  # a cap adds no instructions
+    ],
+)
+def test_native_bf16_on_a_cpu(monkeypatch, flags, cap, native) -> None:
+    """bf16 is native where the CPU has AVX-512 BF16 or AMX and oneDNN may use them."""
+    monkeypatch.setattr(
+        device_module, "open", lambda path: io.StringIO(f"flags\t: {flags}\n"), raising=False
+    )
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    if cap is not None:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert device_module.native_bf16(torch.device("cpu")) is native
+    assert resolve_precision("auto", torch.device("cpu"), inference=True) == (
+        "bf16" if native else "fp32"
+    )
 
 
 def test_window_estimate_follows_the_model_and_the_window() -> None:

@@ -132,7 +132,7 @@ def native_bf16(device: torch.device) -> bool:
         # Compute capability 8 (Ampere) and later; torch.cuda.is_bf16_supported() also says
         # yes where bf16 is only emulated, and asks the current device, not this one.
         return bool(torch.version.hip) or torch.cuda.get_device_properties(device).major >= 8
-    if device.type != "cpu":
+    if device.type != "cpu" or _onednn_capped_below_bf16():
         return False
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -140,6 +140,20 @@ def native_bf16(device: torch.device) -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+# oneDNN instruction sets without bf16 dot products: capped to one of these (ONEDNN_MAX_CPU_ISA),
+# oneDNN emulates bf16 convolutions as an AVX2-only CPU does (~9x slower than fp32).
+_ISAS_WITHOUT_BF16 = frozenset(
+    ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+)
+
+
+def _onednn_capped_below_bf16() -> bool:
+    """Whether oneDNN is told to use no instruction set with bf16 maths (``ONEDNN_MAX_CPU_ISA``
+    or its older name ``DNNL_MAX_CPU_ISA``): how an AVX2-only CPU is emulated on a newer one."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
+    return cap.strip().upper() in _ISAS_WITHOUT_BF16
 
 
 def resolve_precision(name: str, device: torch.device, *, inference: bool = False) -> str:
