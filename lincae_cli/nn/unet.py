@@ -22,6 +22,7 @@ from lincae_cli.nn.layers import (
     PositionalEmbedding,
     ResBlock,
     Upsample,
+    add_,
     group_norm,
     mlp,
     zero_padding,
@@ -253,7 +254,7 @@ class Generator(nn.Module):
         levels = len(config.layers)
         for level in range(levels):
             for _ in range(config.layers[level]):
-                x = (x + next(layers)(pyramid[level])) / _SQRT2
+                x = add_(next(layers)(pyramid[level]), x).div_(_SQRT2)
                 x = next(layers)(x, time_emb, valids[level])
                 skips.append(x)
             if level != levels - 1:
@@ -261,14 +262,15 @@ class Generator(nn.Module):
         layers = iter(self.up_layers)
         for level in reversed(range(levels)):
             for _ in range(config.layers[level]):
-                x = (x + skips.pop() + next(layers)(pyramid[level])) / _SQRT3
+                x = add_(x + skips.pop(), next(layers)(pyramid[level])).div_(_SQRT3)
                 x = next(layers)(x, time_emb, valids[level])
             if level != 0:
                 x = next(layers)(x, valids[level])
         # The output head runs in fp32 even under autocast: its error reaches the audio directly.
         with torch.autocast(device_type=x.device.type, enabled=False):
-            x = (x.float() + self.conv_decoded(pyramid[0].float())) / _SQRT2
-            x = F.silu(self.norm_out(x, valids[0]))
+            x = add_(self.conv_decoded(pyramid[0].float()), x.float()).div_(_SQRT2)
+            x = self.norm_out(x, valids[0])
+            x = F.silu(x)
             if config.frequency_scaling:
                 x = x * (1.0 + self.scale_out(emb).reshape(batch, 1, -1, 1))
             x = self.conv_out(zero_padding(x, valids[0]))
