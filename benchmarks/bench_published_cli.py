@@ -43,6 +43,7 @@ from benchmarks.bench_cli import SAMPLE_RATE, cpu_kind, music_like, run  # noqa:
 from lincae_cli.engine.device import configure_threads, resolve_precision  # noqa: E402
 from lincae_cli.eval.metrics import snr_db  # noqa: E402
 from lincae_cli.hub.convert import convert_linear_cae  # noqa: E402
+from lincae_cli.latents.latfile import read_lat  # noqa: E402
 from tests import reference  # noqa: E402
 
 
@@ -131,6 +132,10 @@ def main() -> None:
             "--precision",
             "fp32",
             "--no-restore-loudness",
+            # The chunking of the default run (which the .lat records from its encoding): on a
+            # CPU the default chunk can depend on the precision (engine/device.py).
+            "--chunk-seconds",
+            str(read_lat(lat).meta.chunking["chunk_seconds"]),
         ]
     )
     decoded, reference_audio = (
@@ -157,6 +162,8 @@ def main() -> None:
             f"{peaks[stage] / 2**20:9.0f} MiB"
         )
     print(f"decoded SNR, our default vs --precision fp32: {snr:.1f} dB")
+    for name, values in times.items():
+        print(f"{name}: {', '.join(f'{value:.2f}' for value in values)} s")
 
 
 if __name__ == "__main__":

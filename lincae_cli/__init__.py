@@ -107,10 +107,9 @@ def decode_latents(
 
 
 def _engine(model: ConsistencyAutoencoder, chunk_seconds: float | None, seed: int = 0) -> Any:
-    from lincae_cli.engine.chunks import DEFAULT_CHUNK_SECONDS
     from lincae_cli.engine.inference import Engine, EngineOptions
 
-    options = EngineOptions(chunk_seconds=chunk_seconds or DEFAULT_CHUNK_SECONDS, seed=seed)
+    options = EngineOptions(chunk_seconds=chunk_seconds, seed=seed)
     return Engine(model, options)
 
 

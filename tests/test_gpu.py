@@ -27,10 +27,12 @@ import torch
 
 import lincae_cli.engine.device as device_module
 from lincae_cli.audio.sources import ArraySource
+from lincae_cli.engine.chunks import chunk_frames_for_seconds
 from lincae_cli.engine.device import (
     MAX_AUTO_GPU_BATCH_SIZE,
     choose_device,
     default_batch_size,
+    default_chunk_seconds,
     feature_elements_per_frame,
     reader_threads,
     resolve_precision,
@@ -115,6 +117,41 @@ def test_window_estimate_follows_the_model_and_the_window() -> None:
     assert feature_elements_per_frame(PUBLISHED) == 65536 + 32768 + 16384 + 4096 + 1024
     assert window_bytes(PUBLISHED, 124) == 2 * window_bytes(PUBLISHED, 62)
     assert window_bytes(preset("small"), 124) < window_bytes(PUBLISHED, 124) / 3
+
+
+PUBLISHED_WEIGHTS = 58_000_000 * 4  # the published size's 58 M parameters in fp32
+
+
+@pytest.mark.parametrize(
+    ("config", "device", "precision", "seconds"),
+    [
+        (PUBLISHED, "cpu", "fp32", 6),  # an AVX2-only CPU: 10-s windows peaked at 2.5 GB
+        (PUBLISHED, "cpu", "bf16", 10),
+        (PUBLISHED, "cuda", "fp32", 10),  # the GPU's batch size follows its memory instead
+        (preset("small"), "cpu", "fp32", 10),
+    ],
+)
+def test_default_chunk_keeps_a_cpu_process_within_2_gb(config, device, precision, seconds) -> None:
+    chosen = default_chunk_seconds(config, torch.device(device), precision, PUBLISHED_WEIGHTS, 8)
+    assert chosen == seconds
+    if device == "cpu":
+        frames = chunk_frames_for_seconds(chosen, 44100, H) + 16
+        share = 1.0 if precision == "fp32" else device_module.HALF_PRECISION_ACTIVATIONS
+        peak = (
+            device_module.PROCESS_BASE_BYTES
+            + PUBLISHED_WEIGHTS
+            + share * window_bytes(config, frames)
+        )
+        assert peak <= 2 * 1024**3
+
+
+def test_engine_takes_the_default_chunk_unless_one_is_given(monkeypatch, tiny_model_path) -> None:
+    model = load_model(tiny_model_path).optimize_for_inference("fp32")
+    assert Engine(model).framing.spec.chunk_frames == 108  # 10 s: within the budget
+    monkeypatch.setattr(device_module, "CPU_MEMORY_BUDGET", device_module.PROCESS_BASE_BYTES)
+    assert Engine(model).framing.spec.chunk_frames == chunk_frames_for_seconds(1, 44100, H)
+    given = Engine(model, EngineOptions(chunk_seconds=10.0))
+    assert given.framing.spec.chunk_frames == 108
 
 
 @pytest.mark.parametrize(

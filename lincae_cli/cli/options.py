@@ -96,12 +96,16 @@ BatchSizeOption = Annotated[
     ),
 ]
 ChunkSecondsOption = Annotated[
-    float,
+    float | None,
     typer.Option(
         "--chunk-seconds",
         min=0.1,
         metavar="SECONDS",
-        help="Length of the pieces long files are processed in (memory grows with it).",
+        help=(
+            "Length of the pieces long files are processed in (memory grows with it). "
+            f"Default {DEFAULT_CHUNK_SECONDS:g}, shorter on a CPU where a window would take "
+            "the process past 2 GB (the published size at fp32)."
+        ),
     ),
 ]
 PrecisionOption = Annotated[
@@ -215,7 +219,7 @@ class EngineArgs:
     model: ModelOption = None
     device: DeviceOption = "auto"
     batch_size: BatchSizeOption = None
-    chunk_seconds: ChunkSecondsOption = DEFAULT_CHUNK_SECONDS
+    chunk_seconds: ChunkSecondsOption = None
     precision: PrecisionOption = "auto"
 
     def options(self) -> EngineOptions:

@@ -12,11 +12,13 @@ free memory and several threads read the inputs; on the CPU both stay at what th
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator
 
 import torch
 
+from lincae_cli.engine.chunks import DEFAULT_CHUNK_SECONDS, chunk_frames_for_seconds
 from lincae_cli.engine.options import check_precision
 from lincae_cli.engine.shard import ShardInfo, shard_info
 from lincae_cli.errors import LincaeError
@@ -37,6 +39,16 @@ FREE_MEMORY_SHARE = 0.5
 PEAK_BYTES_PER_FEATURE_ELEMENT = 17
 # Reader threads on a GPU (decoding, resampling and cutting files ahead of the model).
 MAX_GPU_READERS = 4
+# On the CPU the default chunk keeps a process within this (issue 15): the published size at
+# fp32 (an AVX2-only CPU) peaked at 2.5 GB with 10-s chunks.
+CPU_MEMORY_BUDGET = 2 * 1024**3
+# What such a process holds besides the model's weights and one window: Python, torch and
+# lincae (340 MiB measured) and the allocator's slack (the peaks measured run ~100 MiB above
+# this model).
+PROCESS_BASE_BYTES = 450 * 2**20
+# A window's activations at bf16/fp16 against fp32 (published size, whole-process peaks of
+# `lincae decode`: 1.25 against 1.9 GB above the rest).
+HALF_PRECISION_ACTIVATIONS = 0.67
 
 
 def choose_device(name: str, shard: ShardInfo | None = None) -> torch.device:
@@ -79,6 +91,32 @@ def window_bytes(config: ModelConfig, window_frames: int) -> int:
     take half the bytes."""
     stft_frames = window_frames * config.frames_per_latent
     return PEAK_BYTES_PER_FEATURE_ELEMENT * feature_elements_per_frame(config) * stft_frames
+
+
+def default_chunk_seconds(
+    config: ModelConfig, device: torch.device, precision: str, model_bytes: int, margin: int
+) -> float:
+    """The chunk length when ``--chunk-seconds`` is not given: `DEFAULT_CHUNK_SECONDS`, or on
+    the CPU the longest whole number of seconds below it whose window (``margin`` frames each
+    side) keeps the process within `CPU_MEMORY_BUDGET` at ``precision``, at least 1 s."""
+    seconds = DEFAULT_CHUNK_SECONDS
+    if device.type != "cpu":
+        return seconds
+    share = 1.0 if precision == "fp32" else HALF_PRECISION_ACTIVATIONS
+
+    def peak(seconds: float) -> float:
+        frames = chunk_frames_for_seconds(seconds, config.sample_rate, config.latent_hop_samples)
+        return PROCESS_BASE_BYTES + model_bytes + share * window_bytes(config, frames + 2 * margin)
+
+    while seconds > 1 and peak(seconds) > CPU_MEMORY_BUDGET:
+        seconds = math.ceil(seconds) - 1
+    return seconds
+
+
+def model_bytes(model: torch.nn.Module) -> int:
+    """Bytes of ``model``'s parameters and buffers."""
+    tensors = (*model.parameters(), *model.buffers())
+    return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
 
 
 def default_batch_size(device: torch.device, per_window_bytes: int | None = None) -> int:

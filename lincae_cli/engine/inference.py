@@ -28,6 +28,8 @@ from lincae_cli.engine.device import (
     choose_device,
     configure_threads,
     default_batch_size,
+    default_chunk_seconds,
+    model_bytes,
     reader_threads,
     resolve_precision,
     running_on,
@@ -72,8 +74,12 @@ class Engine:
         self.model_name, self.model_sha256 = model_identity(model)
         if (config.n_fft - config.hop) % 2:
             raise LincaeError("model n_fft - hop must be even for the engine's time alignment")
+        margin = self.options.margin_frames
+        chunk_seconds = self.options.chunk_seconds or default_chunk_seconds(
+            config, self.device, model.precision_name, model_bytes(model), margin
+        )
         chunk_frames = chunk_frames_for_seconds(
-            self.options.chunk_seconds, config.sample_rate, config.latent_hop_samples
+            chunk_seconds, config.sample_rate, config.latent_hop_samples
         )
         window = window_bytes(config, chunk_frames + 2 * self.options.margin_frames)
         self.batch_size = self.options.batch_size or default_batch_size(self.device, window)

@@ -9,11 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from lincae_cli.engine.chunks import (
-    DEFAULT_CHUNK_SECONDS,
-    DEFAULT_CROSSFADE_FRAMES,
-    DEFAULT_MARGIN_FRAMES,
-)
+from lincae_cli.engine.chunks import DEFAULT_CROSSFADE_FRAMES, DEFAULT_MARGIN_FRAMES
 from lincae_cli.errors import LincaeError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -42,7 +38,7 @@ class EngineOptions:
     device: str = "auto"
     precision: str = "auto"
     batch_size: int | None = None  # None: `default_batch_size` for the device
-    chunk_seconds: float = DEFAULT_CHUNK_SECONDS
+    chunk_seconds: float | None = None  # None: `default_chunk_seconds` for the device
     margin_frames: int = DEFAULT_MARGIN_FRAMES
     crossfade_frames: int = DEFAULT_CROSSFADE_FRAMES
     seed: int = 0
@@ -51,7 +47,9 @@ class EngineOptions:
     def __post_init__(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
             raise LincaeError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not (self.chunk_seconds > 0 and math.isfinite(self.chunk_seconds)):
+        if self.chunk_seconds is not None and not (
+            self.chunk_seconds > 0 and math.isfinite(self.chunk_seconds)
+        ):
             raise LincaeError(f"--chunk-seconds must be positive, got {self.chunk_seconds}")
         check_precision(self.precision)
         check_device_name(self.device)
