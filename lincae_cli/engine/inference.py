@@ -81,14 +81,14 @@ class Engine:
         chunk_frames = chunk_frames_for_seconds(
             chunk_seconds, config.sample_rate, config.latent_hop_samples
         )
-        window = window_bytes(config, chunk_frames + 2 * self.options.margin_frames)
+        window = window_bytes(config, chunk_frames + 2 * margin)
         self.batch_size = self.options.batch_size or default_batch_size(self.device, window)
         self.keeps_freed_memory = keep_freed_memory_for(window * self.batch_size)
         self.readers = reader_threads(self.device)  # 1 on the CPU
         crossfade = min(self.options.crossfade_frames, chunk_frames - chunk_frames % 2)
         self.framing = Framing(
             config=config,
-            spec=ChunkSpec(chunk_frames, self.options.margin_frames, crossfade),
+            spec=ChunkSpec(chunk_frames, margin, crossfade),
             seed=self.options.seed,
             model_name=self.model_name,
             model_sha256=self.model_sha256,
