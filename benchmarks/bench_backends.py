@@ -42,10 +42,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_cli import cpu_kind  # noqa: E402
+from benchmarks.bench_gpu import random_model  # noqa: E402
 from lincae_cli.engine.allocator import keep_freed_memory  # noqa: E402
 from lincae_cli.engine.device import configure_threads, resolve_precision  # noqa: E402
-from lincae_cli.engine.inference import load_inference_model  # noqa: E402
 from lincae_cli.eval.metrics import snr_db  # noqa: E402
+from lincae_cli.hub.download import resolve_model_file  # noqa: E402
+from lincae_cli.hub.store import load_model  # noqa: E402
 from lincae_cli.nn.autoencoder import ConsistencyAutoencoder  # noqa: E402
 from lincae_cli.nn.config import PUBLISHED  # noqa: E402
 
@@ -75,15 +77,9 @@ def load(name: str, precision: str) -> ConsistencyAutoencoder:
     """Model ``name`` (``published``: that size with random weights) for inference at
     ``precision``; ``plain``: fp32 without channels-last, for the exporters."""
     if name == "published":
-        torch.manual_seed(0)  # the same weights at every load
-        model = ConsistencyAutoencoder(PUBLISHED)
-        with torch.no_grad():
-            for parameter in model.parameters():
-                if not parameter.any():  # zero-initialised heads would make decoding trivial
-                    parameter.normal_(0.0, 0.02)
+        model = random_model(PUBLISHED)  # seeded: the same weights at every load
     else:
-        model = load_inference_model(name, "cpu", "fp32")
-        model.to(memory_format=torch.contiguous_format).channels_last = False
+        model = load_model(resolve_model_file(name))
     return model.eval() if precision == "plain" else model.optimize_for_inference(precision)
 
 
