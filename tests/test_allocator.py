@@ -48,7 +48,7 @@ def test_windows_reuse_freed_pages_instead_of_faulting_them_in_again() -> None:
     assert tuned <= 1000, tuned
 
 
-def test_freed_memory_is_kept_for_windows_within_the_budget_or_as_the_variable_says(
+def test_freed_memory_is_kept_as_the_engine_plans_or_as_the_variable_says(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from lincae_cli.engine import allocator
@@ -56,22 +56,11 @@ def test_freed_memory_is_kept_for_windows_within_the_budget_or_as_the_variable_s
     calls: list[bool] = []
     monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(True) or True)
     monkeypatch.delenv(allocator.ENVIRONMENT_VARIABLE, raising=False)
-    budget = allocator.KEEP_FREED_BUDGET_BYTES
-    assert allocator.keep_freed_memory_for(budget) is True
-    assert allocator.keep_freed_memory_for(budget + 1) is False  # published-size windows
+    assert allocator.keep_freed_memory_if(True) is True
+    assert allocator.keep_freed_memory_if(False) is False
     assert len(calls) == 1
     monkeypatch.setenv(allocator.ENVIRONMENT_VARIABLE, "1")
-    assert allocator.keep_freed_memory_for(4 * budget) is True
+    assert allocator.keep_freed_memory_if(False) is True
     monkeypatch.setenv(allocator.ENVIRONMENT_VARIABLE, "0")
-    assert allocator.keep_freed_memory_for(1) is False
+    assert allocator.keep_freed_memory_if(True) is False
     assert len(calls) == 2
-
-
-def test_the_engine_keeps_freed_memory_for_small_windows_only() -> None:
-    from lincae_cli.engine.allocator import KEEP_FREED_BUDGET_BYTES
-    from lincae_cli.engine.device import window_bytes
-    from lincae_cli.nn.config import ModelConfig, preset
-
-    window = 108 + 2 * 8  # the default 10-s chunk and its margins, latent frames
-    assert window_bytes(preset("small"), window) <= KEEP_FREED_BUDGET_BYTES
-    assert window_bytes(ModelConfig(), window) > KEEP_FREED_BUDGET_BYTES

@@ -32,8 +32,8 @@ from lincae_cli.engine.device import (
     MAX_AUTO_GPU_BATCH_SIZE,
     choose_device,
     default_batch_size,
-    default_chunk_seconds,
     feature_elements_per_frame,
+    plan_memory,
     reader_threads,
     resolve_precision,
     running_on,
@@ -123,26 +123,45 @@ PUBLISHED_WEIGHTS = 58_000_000 * 4  # the published size's 58 M parameters in fp
 
 
 @pytest.mark.parametrize(
-    ("config", "device", "precision", "seconds"),
+    ("config", "device", "precision", "seconds", "keep_freed"),
     [
-        (PUBLISHED, "cpu", "fp32", 6),  # an AVX2-only CPU: 10-s windows peaked at 2.5 GB
-        (PUBLISHED, "cpu", "bf16", 10),
-        (PUBLISHED, "cuda", "fp32", 10),  # the GPU's batch size follows its memory instead
-        (preset("small"), "cpu", "fp32", 10),
+        # Kept freed memory fragments the heap: 5-s windows keep it within 2 GB (10-s ones
+        # peaked at 2.2-3.6 GB), and run 1.5-2x faster than 10-s ones without (docs/speed.md).
+        (PUBLISHED, "cpu", "bf16", 5, True),
+        # An AVX2-only CPU: kept freed memory would need 3-s chunks; 6 s without it instead
+        # (10-s windows peaked at 2.5 GB).
+        (PUBLISHED, "cpu", "fp32", 6, False),
+        (PUBLISHED, "cuda", "fp32", 10, False),  # the GPU's batch size follows its memory
+        (preset("small"), "cpu", "fp32", 10, True),
+        (preset("small"), "cpu", "bf16", 10, True),
     ],
 )
-def test_default_chunk_keeps_a_cpu_process_within_2_gb(config, device, precision, seconds) -> None:
-    chosen = default_chunk_seconds(config, torch.device(device), precision, PUBLISHED_WEIGHTS, 8)
-    assert chosen == seconds
+def test_default_chunk_keeps_a_cpu_process_within_2_gb(
+    config, device, precision, seconds, keep_freed
+) -> None:
+    plan = plan_memory(config, torch.device(device), precision, PUBLISHED_WEIGHTS, 8)
+    assert (plan.chunk_seconds, plan.keep_freed) == (seconds, keep_freed)
     if device == "cpu":
-        frames = chunk_frames_for_seconds(chosen, 44100, H) + 16
+        frames = chunk_frames_for_seconds(seconds, 44100, H) + 16
         share = 1.0 if precision == "fp32" else device_module.HALF_PRECISION_ACTIVATIONS
+        growth = device_module.KEEP_FREED_GROWTH if keep_freed else 1.0
         peak = (
             device_module.PROCESS_BASE_BYTES
             + PUBLISHED_WEIGHTS
-            + share * window_bytes(config, frames)
+            + share * growth * window_bytes(config, frames)
         )
         assert peak <= 2 * 1024**3
+
+
+def test_a_given_chunk_keeps_freed_memory_only_where_it_fits() -> None:
+    cpu = torch.device("cpu")
+    assert plan_memory(PUBLISHED, cpu, "bf16", PUBLISHED_WEIGHTS, 8, 5.0).keep_freed
+    assert not plan_memory(PUBLISHED, cpu, "bf16", PUBLISHED_WEIGHTS, 8, 10.0).keep_freed
+    small = preset("small")
+    assert plan_memory(small, cpu, "bf16", PUBLISHED_WEIGHTS, 8, 10.0).keep_freed
+    assert not plan_memory(small, cpu, "bf16", PUBLISHED_WEIGHTS, 8, 10.0, 8).keep_freed
+    given = plan_memory(small, torch.device("cuda"), "bf16", PUBLISHED_WEIGHTS, 8, 30.0)
+    assert (given.chunk_seconds, given.keep_freed) == (30.0, False)
 
 
 def test_engine_takes_the_default_chunk_unless_one_is_given(monkeypatch, tiny_model_path) -> None:

@@ -10,10 +10,11 @@ and 1.4-1.5x (decode) at about the same peak memory (benchmarks/bench_cli_overhe
 docs/speed.md).
 
 The heap then keeps what the largest blocks freed, and blocks of other sizes cannot always
-reuse it: with the published size's windows (about 2 GB each, estimated) the peak grew from
-1.6-1.9 GB to 2.5-2.9 GB. So the engine keeps freed memory only where its windows' estimate
-is at most `KEEP_FREED_BUDGET_BYTES` (`keep_freed_memory_for`); ``LINCAE_KEEP_FREED_MEMORY=1``
-(or ``0``) decides instead. Only glibc has these knobs (`mallopt`); elsewhere nothing changes.
+reuse it: with the published size's 10-s windows the peak grew from 1.6-1.9 GB to 2.1-3.5 GiB.
+So the engine keeps freed memory only where its estimate of the process, grown by that
+fragmentation, stays within its memory budget (`engine.device.plan_memory`, which shortens the
+default chunk to make it fit where that is worth it); ``LINCAE_KEEP_FREED_MEMORY=1`` (or ``0``)
+decides instead. Only glibc has these knobs (`mallopt`); elsewhere nothing changes.
 """
 
 from __future__ import annotations
@@ -26,18 +27,16 @@ import os
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _LARGEST = 2**31 - 1  # mallopt takes an int
-KEEP_FREED_BUDGET_BYTES = 2**30
 ENVIRONMENT_VARIABLE = "LINCAE_KEEP_FREED_MEMORY"
 
 
-def keep_freed_memory_for(window_bytes: int) -> bool:
-    """`keep_freed_memory` when ``window_bytes`` (the estimated memory of a batch of windows)
-    is at most `KEEP_FREED_BUDGET_BYTES`, or as ``$LINCAE_KEEP_FREED_MEMORY`` (1 or 0) says.
-    Returns whether freed memory is kept."""
+def keep_freed_memory_if(wanted: bool) -> bool:
+    """`keep_freed_memory` if ``wanted`` (the engine's plan), or as ``$LINCAE_KEEP_FREED_MEMORY``
+    (1 or 0) says. Returns whether freed memory is kept."""
     forced = os.environ.get(ENVIRONMENT_VARIABLE, "").strip()
     if forced in ("0", "1"):
-        return forced == "1" and keep_freed_memory()
-    return window_bytes <= KEEP_FREED_BUDGET_BYTES and keep_freed_memory()
+        wanted = forced == "1"
+    return wanted and keep_freed_memory()
 
 
 @functools.cache

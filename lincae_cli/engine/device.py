@@ -14,7 +14,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 
@@ -49,6 +50,15 @@ PROCESS_BASE_BYTES = 450 * 2**20
 # A window's activations at bf16/fp16 against fp32 (published size, whole-process peaks of
 # `lincae decode`: 1.25 against 1.9 GB above the rest).
 HALF_PRECISION_ACTIVATIONS = 0.67
+# A heap that keeps freed memory (engine/allocator.py) grows past the windows' own peak as
+# blocks of other sizes split what they freed. With 5-s chunks the published size peaked at up
+# to 1.57x the window's estimate above the rest at bf16 (1450-1814 MiB, 8 whole `lincae
+# encode`/`decode` processes) and 1.66x at fp32 (1472-2474 MiB, 5 runs, the most where the
+# last window is shorter); with 10-s chunks at bf16, 2157-3548 MiB.
+KEEP_FREED_GROWTH = 1.8
+# The shortest default chunk worth keeping freed memory for: below it the context margins
+# (16 frames) take over a quarter of every window's work.
+MIN_KEEP_FREED_CHUNK_SECONDS = 5
 
 
 def choose_device(name: str, shard: ShardInfo | None = None) -> torch.device:
@@ -93,24 +103,65 @@ def window_bytes(config: ModelConfig, window_frames: int) -> int:
     return PEAK_BYTES_PER_FEATURE_ELEMENT * feature_elements_per_frame(config) * stft_frames
 
 
-def default_chunk_seconds(
-    config: ModelConfig, device: torch.device, precision: str, model_bytes: int, margin: int
-) -> float:
-    """The chunk length when ``--chunk-seconds`` is not given: `DEFAULT_CHUNK_SECONDS`, or on
-    the CPU the longest whole number of seconds below it whose window (``margin`` frames each
-    side) keeps the process within `CPU_MEMORY_BUDGET` at ``precision``, at least 1 s."""
-    seconds = DEFAULT_CHUNK_SECONDS
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How a process runs its windows: the chunk length, and whether freed memory is kept for
+    the next window (engine/allocator.py)."""
+
+    chunk_seconds: float
+    keep_freed: bool
+
+
+def plan_memory(
+    config: ModelConfig,
+    device: torch.device,
+    precision: str,
+    model_bytes: int,
+    margin: int,
+    chunk_seconds: float | None = None,
+    batch_size: int = 1,
+) -> MemoryPlan:
+    """The chunk length (``chunk_seconds``, None: the default) and whether to keep freed memory.
+
+    Keeping freed memory saves the page faults of every window's activations (a quarter to a
+    third of the CPU time of the published size) but fragments the heap by up to `KEEP_FREED_GROWTH`, so on
+    the CPU the default is the longest chunk that keeps the process within `CPU_MEMORY_BUDGET`
+    with freed memory kept, if that is at least `MIN_KEEP_FREED_CHUNK_SECONDS` (10 s for
+    lincae-small, 5 s for the published size at bf16); otherwise the longest that fits without
+    (the published size at fp32: 6 s). A given chunk keeps freed memory if it fits with it.
+    Other devices hold no windows in host memory: their chunk is `DEFAULT_CHUNK_SECONDS`."""
     if device.type != "cpu":
-        return seconds
-    share = 1.0 if precision == "fp32" else HALF_PRECISION_ACTIVATIONS
+        return MemoryPlan(chunk_seconds or DEFAULT_CHUNK_SECONDS, keep_freed=False)
 
-    def peak(seconds: float) -> float:
+    def fits(seconds: float, keep_freed: bool) -> bool:
         frames = chunk_frames_for_seconds(seconds, config.sample_rate, config.latent_hop_samples)
-        return PROCESS_BASE_BYTES + model_bytes + share * window_bytes(config, frames + 2 * margin)
+        window = batch_size * window_bytes(config, frames + 2 * margin)
+        peak = cpu_peak_bytes(window, precision, model_bytes, keep_freed)
+        return peak <= CPU_MEMORY_BUDGET
 
-    while seconds > 1 and peak(seconds) > CPU_MEMORY_BUDGET:
+    if chunk_seconds is not None:
+        return MemoryPlan(chunk_seconds, fits(chunk_seconds, keep_freed=True))
+    kept = _longest_fitting(lambda seconds: fits(seconds, keep_freed=True))
+    if kept >= MIN_KEEP_FREED_CHUNK_SECONDS:
+        return MemoryPlan(kept, keep_freed=True)
+    return MemoryPlan(_longest_fitting(lambda seconds: fits(seconds, False)), keep_freed=False)
+
+
+def _longest_fitting(fits: Callable[[float], bool]) -> float:
+    """The longest whole number of seconds up to `DEFAULT_CHUNK_SECONDS` that ``fits``, at
+    least 1."""
+    seconds = DEFAULT_CHUNK_SECONDS
+    while seconds > 1 and not fits(seconds):
         seconds = math.ceil(seconds) - 1
     return seconds
+
+
+def cpu_peak_bytes(window: int, precision: str, model_bytes: int, keep_freed: bool) -> float:
+    """Estimated peak memory of a CPU process running windows of ``window`` bytes (fp32
+    estimate, `window_bytes`) at ``precision``."""
+    share = 1.0 if precision == "fp32" else HALF_PRECISION_ACTIVATIONS
+    growth = KEEP_FREED_GROWTH if keep_freed else 1.0
+    return PROCESS_BASE_BYTES + model_bytes + share * growth * window
 
 
 def model_bytes(model: torch.nn.Module) -> int:

@@ -22,14 +22,14 @@ import torch
 from lincae_cli.audio.rates import resampled_length
 from lincae_cli.audio.sink import AudioSink, OutputOptions, SinkReport
 from lincae_cli.audio.sources import ArraySource, AudioSource
-from lincae_cli.engine.allocator import keep_freed_memory_for
+from lincae_cli.engine.allocator import keep_freed_memory_if
 from lincae_cli.engine.chunks import ChunkSpec, chunk_frames_for_seconds
 from lincae_cli.engine.device import (
     choose_device,
     configure_threads,
     default_batch_size,
-    default_chunk_seconds,
     model_bytes,
+    plan_memory,
     reader_threads,
     resolve_precision,
     running_on,
@@ -75,15 +75,21 @@ class Engine:
         if (config.n_fft - config.hop) % 2:
             raise LincaeError("model n_fft - hop must be even for the engine's time alignment")
         margin = self.options.margin_frames
-        chunk_seconds = self.options.chunk_seconds or default_chunk_seconds(
-            config, self.device, model.precision_name, model_bytes(model), margin
+        plan = plan_memory(
+            config,
+            self.device,
+            model.precision_name,
+            model_bytes(model),
+            margin,
+            self.options.chunk_seconds,
+            self.options.batch_size or 1,
         )
         chunk_frames = chunk_frames_for_seconds(
-            chunk_seconds, config.sample_rate, config.latent_hop_samples
+            plan.chunk_seconds, config.sample_rate, config.latent_hop_samples
         )
         window = window_bytes(config, chunk_frames + 2 * margin)
         self.batch_size = self.options.batch_size or default_batch_size(self.device, window)
-        self.keeps_freed_memory = keep_freed_memory_for(window * self.batch_size)
+        self.keeps_freed_memory = keep_freed_memory_if(plan.keep_freed)
         self.readers = reader_threads(self.device)  # 1 on the CPU
         crossfade = min(self.options.crossfade_frames, chunk_frames - chunk_frames % 2)
         self.framing = Framing(

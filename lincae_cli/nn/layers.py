@@ -37,11 +37,17 @@ def add_(x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """``x + other``, written into ``x`` where that gives the same result (``x`` is a fresh
     intermediate of the caller, as large as the sum, and keeps its dtype under type
     promotion): one activation less at the peak of a window, the same values."""
-    if torch.result_type(x, other) == x.dtype and x.shape == torch.broadcast_shapes(
-        x.shape, other.shape
-    ):
+    if torch.result_type(x, other) == x.dtype and _broadcasts_into(other.shape, x.shape):
         return x.add_(other)
     return x + other
+
+
+def _broadcasts_into(shape: torch.Size, target: torch.Size) -> bool:
+    """Whether ``shape`` broadcasts to ``target`` (written out: `torch.broadcast_shapes`
+    imports sympy on its first call, a third of a second of every CLI run)."""
+    return len(shape) <= len(target) and all(
+        size in (1, wanted) for size, wanted in zip(reversed(shape), reversed(target))
+    )
 
 
 def downsampled(valid: torch.Tensor | None) -> torch.Tensor | None:
