@@ -38,6 +38,34 @@ def test_streaming_loudness_matches_pyloudnorm(
     assert meter.result() == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.parametrize("blocks", [[1, 1, 5, 31, 32, 33, 64, 1000], [70000], [0, 2, 96]])
+def test_biquads_equal_scipy_lfilter_block_by_block(blocks: list[int]) -> None:
+    scipy_signal = pytest.importorskip("scipy.signal")
+    from pyloudnorm.iirfilter import IIRfilter
+
+    from lincae_cli.audio.biquad import high_pass, high_shelf
+
+    rng = np.random.default_rng(0)
+    signal = rng.standard_normal((2, sum(blocks))) * np.linspace(0.0, 3.0, sum(blocks))
+    for ours, theirs in (
+        (
+            high_shelf(4.0, 2**-0.5, 1500.0, 44100),
+            IIRfilter(4.0, 2**-0.5, 1500.0, 44100, "high_shelf"),
+        ),
+        (high_pass(0.5, 38.0, 22050), IIRfilter(0.0, 0.5, 38.0, 22050, "high_pass")),
+    ):
+        assert np.allclose(ours.b, theirs.b, rtol=1e-12)
+        assert np.allclose((1.0, *ours.a), theirs.a, rtol=1e-12)
+        expected = scipy_signal.lfilter(theirs.b, theirs.a, signal, axis=-1)
+        state, parts, start = np.zeros((2, 4)), [], 0
+        for size in blocks:
+            part, state = ours.filter(signal[:, start : start + size], state)
+            parts.append(part)
+            start += size
+        got = np.concatenate(parts, axis=1)
+        assert np.abs(got - expected).max() <= 1e-9 * np.abs(expected).max()
+
+
 def test_streaming_loudness_gives_none_where_pyloudnorm_cannot_measure() -> None:
     short = StreamingLoudness(44100, 1)
     short.update(tone(0.3))

@@ -7,12 +7,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pyloudnorm
-import scipy.signal
-from pyloudnorm.iirfilter import IIRfilter
 
-# K-weighting stages as pyloudnorm parameterises them: (gain dB, Q, centre Hz) per filter type.
-_K_WEIGHTING = {"high_shelf": (4.0, 1 / math.sqrt(2), 1500.0), "high_pass": (0.0, 0.5, 38.0)}
+from lincae_cli.audio.biquad import high_pass, high_shelf
+
+# BS.1770's K-weighting as pyloudnorm parameterises it: a high shelf (gain dB, Q, centre Hz),
+# then a high pass (Q, centre Hz).
+_K_HIGH_SHELF = (4.0, 1 / math.sqrt(2), 1500.0)
+_K_HIGH_PASS = (0.5, 38.0)
 # BS.1770 gating: 400 ms blocks every 100 ms, absolute gate -70 LUFS, relative gate -10 LU.
 _GATE_BLOCK_SECONDS = 0.4
 _GATE_STEP = 0.25
@@ -56,6 +57,8 @@ def integrated_loudness(audio: np.ndarray, sample_rate: int) -> float | None:
     channels, num_samples = audio.shape
     if channels > MAX_CHANNELS or num_samples < MIN_DURATION_SECONDS * sample_rate:
         return None
+    import pyloudnorm  # imports scipy.signal (0.7 s): only where whole arrays are measured
+
     meter = pyloudnorm.Meter(sample_rate)
     loudness = float(meter.integrated_loudness(audio.T.astype(np.float64)))
     return loudness if math.isfinite(loudness) else None
@@ -66,20 +69,19 @@ class StreamingLoudness:
 
     pyloudnorm measures whole arrays (a float64 copy of the file, then filtered copies); this
     keeps only the K-weighting filter state and one energy sum per 100 ms per channel, and
-    gates at the end exactly as `pyloudnorm.Meter.integrated_loudness` does.
+    gates at the end exactly as `pyloudnorm.Meter.integrated_loudness` does. NumPy alone: no
+    SciPy import on the encode and decode paths.
     """
 
     def __init__(self, sample_rate: int, channels: int) -> None:
         self.sample_rate = sample_rate
         self.channels = channels
-        # BS.1770 K-weighting through pyloudnorm's public IIRfilter: high shelf, then high pass.
+        # K-weighting (audio/biquad.py: the same filters as pyloudnorm's, without SciPy).
         self._stages = [
-            (stage.b, stage.a, stage.passband_gain)
-            for stage in (
-                IIRfilter(*params, sample_rate, kind) for kind, params in _K_WEIGHTING.items()
-            )
+            high_shelf(*_K_HIGH_SHELF, sample_rate),
+            high_pass(*_K_HIGH_PASS, sample_rate),
         ]
-        self._states = [np.zeros((channels, max(len(a), len(b)) - 1)) for b, a, _ in self._stages]
+        self._states = [np.zeros((channels, 4)) for _ in self._stages]
         self._count = 0
         self._segment_sums: list[np.ndarray] = []
         self._current = np.zeros(channels)
@@ -91,11 +93,8 @@ class StreamingLoudness:
     def update(self, block: np.ndarray) -> None:
         """Feed ``[channels, n]`` samples."""
         filtered = block.astype(np.float64)
-        for index, (b, a, gain) in enumerate(self._stages):
-            filtered, self._states[index] = scipy.signal.lfilter(
-                b, a, filtered, axis=-1, zi=self._states[index]
-            )
-            filtered = gain * filtered
+        for index, stage in enumerate(self._stages):
+            filtered, self._states[index] = stage.filter(filtered, self._states[index])
         squares = filtered * filtered
         position, end = self._count, self._count + block.shape[-1]
         while position < end:

@@ -124,11 +124,12 @@ def plan_memory(
     """The chunk length (``chunk_seconds``, None: the default) and whether to keep freed memory.
 
     Keeping freed memory saves the page faults of every window's activations (a quarter to a
-    third of the CPU time of the published size) but fragments the heap by up to `KEEP_FREED_GROWTH`, so on
-    the CPU the default is the longest chunk that keeps the process within `CPU_MEMORY_BUDGET`
-    with freed memory kept, if that is at least `MIN_KEEP_FREED_CHUNK_SECONDS` (10 s for
-    lincae-small, 5 s for the published size at bf16); otherwise the longest that fits without
-    (the published size at fp32: 6 s). A given chunk keeps freed memory if it fits with it.
+    third of the CPU time of the published size) but fragments the heap by up to
+    `KEEP_FREED_GROWTH`, so on the CPU the default is the longest chunk that keeps the process
+    within `CPU_MEMORY_BUDGET` with freed memory kept, if that is at least
+    `MIN_KEEP_FREED_CHUNK_SECONDS` (10 s for lincae-small, 5 s for the published size at bf16);
+    otherwise the longest that fits without (the published size at fp32: 6 s). A given chunk
+    keeps freed memory if it fits with it.
     Other devices hold no windows in host memory: their chunk is `DEFAULT_CHUNK_SECONDS`."""
     if device.type != "cpu":
         return MemoryPlan(chunk_seconds or DEFAULT_CHUNK_SECONDS, keep_freed=False)
@@ -165,7 +166,9 @@ def cpu_peak_bytes(window: int, precision: str, model_bytes: int, keep_freed: bo
 
 
 def model_bytes(model: torch.nn.Module) -> int:
-    """Bytes of ``model``'s parameters and buffers."""
+    """Bytes of ``model``'s parameters and buffers (none for a stand-in that is not a module)."""
+    if not isinstance(model, torch.nn.Module):
+        return 0
     tensors = (*model.parameters(), *model.buffers())
     return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
 

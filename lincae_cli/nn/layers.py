@@ -45,9 +45,8 @@ def add_(x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
 def _broadcasts_into(shape: torch.Size, target: torch.Size) -> bool:
     """Whether ``shape`` broadcasts to ``target`` (written out: `torch.broadcast_shapes`
     imports sympy on its first call, a third of a second of every CLI run)."""
-    return len(shape) <= len(target) and all(
-        size in (1, wanted) for size, wanted in zip(reversed(shape), reversed(target))
-    )
+    trailing = zip(reversed(shape), reversed(target), strict=False)  # shape may be shorter
+    return len(shape) <= len(target) and all(size in (1, wanted) for size, wanted in trailing)
 
 
 def downsampled(valid: torch.Tensor | None) -> torch.Tensor | None:
