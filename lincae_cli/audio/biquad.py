@@ -24,6 +24,12 @@ import numpy as np
 # Samples per block of the recursion: the Toeplitz product costs 2·BLOCK flops a sample, the
 # scan log2(samples / BLOCK) small steps.
 BLOCK = 32
+# Blocks per matrix product. OpenBLAS (NumPy's BLAS) runs products under 2^18 multiply-adds
+# on the calling thread and wakes its own thread pool for larger ones, whose threads then spin
+# against torch's on the same cores: with the Toeplitz product of a whole 65536-sample read in
+# one call, `lincae encode`'s encoder network took 12.3 s instead of 10.0 (5-minute stereo,
+# lincae-small, 2 cores; `benchmarks/profile_cli.py`).
+ROWS_PER_PRODUCT = 128
 
 
 @dataclass
@@ -73,7 +79,10 @@ class Biquad:
         inputs_before = np.concatenate(
             [state[:, None, :2], x_blocks[:, :-1, [BLOCK - 1, BLOCK - 2]]], axis=1
         )
-        partial = x_blocks @ self._toeplitz.T + inputs_before @ self._free[:2]
+        partial = inputs_before @ self._free[:2]
+        for start in range(0, blocks, ROWS_PER_PRODUCT):
+            rows = slice(start, start + ROWS_PER_PRODUCT)
+            partial[:, rows] += x_blocks[:, rows] @ self._toeplitz.T
         # Outputs carried into each block: carried[k + 1] = carry @ carried[k] + the last two
         # of block k's partial response; carried[0] = the state's y[-1], y[-2].
         carried = np.concatenate(
