@@ -126,7 +126,8 @@ PUBLISHED_WEIGHTS = 58_000_000 * 4  # the published size's 58 M parameters in fp
     ("config", "device", "precision", "seconds", "keep_freed"),
     [
         # Kept freed memory fragments the heap: 5-s windows keep it within 2 GB (10-s ones
-        # peaked at 2.2-3.6 GB), and run 1.5-2x faster than 10-s ones without (docs/speed.md).
+        # peaked at 2.1-3.5 GiB), and run 1.2-1.6x faster than 10-s ones without
+        # (docs/speed.md).
         (PUBLISHED, "cpu", "bf16", 5, True),
         # An AVX2-only CPU: kept freed memory would need 3-s chunks; 6 s without it instead
         # (10-s windows peaked at 2.5 GB).

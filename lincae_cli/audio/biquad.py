@@ -1,7 +1,7 @@
 """Second-order IIR filters (biquads) in NumPy alone: BS.1770's K-weighting without SciPy.
 
 Importing `scipy.signal` (for its ``lfilter``) took 0.7 s of every `lincae encode` and
-`decode`, a tenth of a short file's run. A biquad is a linear recurrence, so it can be run a
+`decode`. A biquad is a linear recurrence, so it can be run a
 block of `BLOCK` samples at a time with matrix products instead of a loop per sample:
 
     y[n] = b0·x[n] + b1·x[n-1] + b2·x[n-2] − a1·y[n-1] − a2·y[n-2]
@@ -10,8 +10,8 @@ Every block's response is its zero-state response (the block's input times the
 lower-triangular Toeplitz matrix of the filter's impulse response) plus the free responses to
 the two inputs and the two outputs before it. The inputs are known; the carried outputs follow
 a 2x2 linear recurrence from block to block, which a prefix scan with doubling steps solves for
-all blocks at once. Results equal ``scipy.signal.lfilter`` to float64
-rounding (tests/test_loudness.py).
+all blocks at once. Results equal ``scipy.signal.lfilter`` to float64 rounding
+(tests/test_engine_streams.py).
 """
 
 from __future__ import annotations
