@@ -50,6 +50,11 @@ class AlignmentModel:
         self.affine_default = False
         self.restore_loudness = False
 
+    def parameters(self) -> Iterator[torch.Tensor]:  # no weights (the engine sizes its memory)
+        return iter(())
+
+    buffers = parameters
+
     def encode(self, audio: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         config = self.config
         batch, length = audio.shape

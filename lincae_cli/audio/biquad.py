@@ -1,8 +1,8 @@
 """Second-order IIR filters (biquads) in NumPy alone: BS.1770's K-weighting without SciPy.
 
 Importing `scipy.signal` (for its ``lfilter``) took 0.7 s of every `lincae encode` and
-`decode`. A biquad is a linear recurrence, so it can be run a
-block of `BLOCK` samples at a time with matrix products instead of a loop per sample:
+`decode`. A biquad is a linear recurrence, so it can be run a block of `BLOCK` samples at a
+time with matrix products instead of a loop per sample:
 
     y[n] = b0·x[n] + b1·x[n-1] + b2·x[n-2] − a1·y[n-1] − a2·y[n-2]
 

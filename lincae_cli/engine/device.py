@@ -166,9 +166,7 @@ def cpu_peak_bytes(window: int, precision: str, model_bytes: int, keep_freed: bo
 
 
 def model_bytes(model: torch.nn.Module) -> int:
-    """Bytes of ``model``'s parameters and buffers (none for a stand-in that is not a module)."""
-    if not isinstance(model, torch.nn.Module):
-        return 0
+    """Bytes of ``model``'s parameters and buffers."""
     tensors = (*model.parameters(), *model.buffers())
     return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
 
